@@ -1,0 +1,3 @@
+from hostsyncd.cli import main
+
+raise SystemExit(main())

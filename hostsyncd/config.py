@@ -1,0 +1,94 @@
+"""TOML configuration, validated by pydantic. Every error names the key path it is about."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_PATH = Path("/etc/hostsyncd/config.toml")
+ENV_VAR = "HOSTSYNCD_CONFIG"
+
+
+class ConfigError(Exception):
+    """A config that can't be used; the message is meant for the operator as is."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DockerConfig(_Section):
+    url: str = "unix:///var/run/docker.sock"
+    containers_root: Path = Path("/var/lib/docker/containers")
+    api_timeout: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith(("unix://", "tcp://", "http://", "https://", "ssh://")):
+            raise ValueError("must start with unix://, tcp://, http://, https:// or ssh://")
+        return url
+
+    @field_validator("containers_root")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        if not path.is_absolute():
+            raise ValueError("must be an absolute path")
+        return path
+
+
+class LinksConfig(_Section):
+    label: str = Field("hostsyncd.links", min_length=1)
+    on_target_stop: Literal["remove", "keep"] = "remove"
+
+
+class SyncConfig(_Section):
+    resync_interval: float = Field(60.0, ge=1, le=86400)
+    max_hosts_bytes: int = Field(1 << 20, ge=4096, le=64 << 20)
+    retry_interval: float = Field(2.0, gt=0, le=3600)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    output: Literal["auto", "console", "json", "journald"] = "auto"
+
+
+class Config(_Section):
+    docker: DockerConfig = DockerConfig()
+    links: LinksConfig = LinksConfig()
+    sync: SyncConfig = SyncConfig()
+    log: LogConfig = LogConfig()
+
+
+def default_path() -> Path:
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load(path: Path) -> Config:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: TOML syntax error: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid config:\n" + _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)

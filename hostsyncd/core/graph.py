@@ -1,0 +1,213 @@
+"""From a snapshot of containers to the lines each dependent's hosts file should hold."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+
+from hostsyncd.core.links import SpecError, is_host_name, parse_links
+from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
+
+# Docker refuses longer `container:` chains anyway; the bound only guards against cycles.
+_MAX_NETNS_HOPS = 8
+
+
+class Problem(Enum):
+    """Why a link gives no address. `NOT_RUNNING` is the only one `keep` mode papers over."""
+
+    MISSING = "no such container"
+    NOT_RUNNING = "target is not running"
+    HOST_NETWORK = "target uses the host's network and has no address of its own"
+    NO_ADDRESS = "target has no address on a usable network"
+    NOT_ON_NETWORK = "target is not on the pinned network"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    spec: LinkSpec
+    lines: tuple[HostLine, ...] = ()
+    problem: Problem | None = None
+    targets: tuple[str, ...] = ()  # names of the containers that gave the lines
+    network: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        return self.problem is None
+
+
+@dataclass(frozen=True, slots=True)
+class DependentPlan:
+    dependent: Container
+    links: tuple[Resolution, ...]
+    errors: tuple[SpecError, ...]
+
+    def lines(self, keep_stopped: bool = False, previous: Sequence[bytes] = ()) -> list[HostLine]:
+        """The block's lines, in label order, each once.
+
+        With keep_stopped, a link whose target stopped keeps the lines last written for its
+        alias (read back from the file's current block, so a daemon restart loses nothing).
+        """
+        out: dict[HostLine, None] = {}
+        for link in self.links:
+            if link.resolved:
+                out.update(dict.fromkeys(link.lines))
+            elif keep_stopped and link.problem in (Problem.NOT_RUNNING, Problem.MISSING):
+                out.update(dict.fromkeys(_previous_lines(previous, link.spec.alias)))
+        return list(out)
+
+
+class Snapshot:
+    """Containers indexed the ways links look them up."""
+
+    def __init__(self, containers: Iterable[Container]) -> None:
+        self.by_id: dict[str, Container] = {}
+        self.by_name: dict[str, Container] = {}
+        self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
+        for c in containers:
+            self.by_id[c.id] = c
+            self.by_name[c.name] = c
+            project, service = c.compose_project, c.compose_service
+            if project is not None and service is not None:
+                self.by_service[project, service].append(c)
+        for replicas in self.by_service.values():
+            replicas.sort(key=lambda c: c.name)
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def __iter__(self):  # noqa: ANN204 - Iterator[Container]
+        return iter(self.by_id.values())
+
+    def find(self, ref: str) -> Container | None:
+        """A container by id, name, or unique id prefix (as `container:<ref>` may give)."""
+        found = self.by_id.get(ref) or self.by_name.get(ref)
+        if found is None and len(ref) >= 12:
+            matches = [c for cid, c in self.by_id.items() if cid.startswith(ref)]
+            found = matches[0] if len(matches) == 1 else None
+        return found
+
+
+@lru_cache(maxsize=4096)
+def parsed_label(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]:
+    return parse_links(value)
+
+
+def netns_owner(snapshot: Snapshot, container: Container) -> Container | None:
+    """The container whose network namespace this one uses (itself, unless `container:`)."""
+    current = container
+    for _ in range(_MAX_NETNS_HOPS):
+        mode = current.network_mode
+        if not mode.startswith("container:"):
+            return current
+        joined = snapshot.find(mode.removeprefix("container:"))
+        if joined is None:
+            return None
+        current = joined
+    return None
+
+
+def choose_endpoint(
+    target: Sequence[Endpoint], dependent: Sequence[Endpoint], pinned: str | None
+) -> Endpoint | Problem:
+    """The pinned network; else the first shared network by name; else the first by name."""
+    usable = sorted((ep for ep in target if ep.ipv4 or ep.ipv6), key=lambda ep: ep.network)
+    if pinned is not None:
+        for ep in usable:
+            if pinned in (ep.network, ep.network_id):
+                return ep
+        return Problem.NOT_ON_NETWORK
+    if not usable:
+        return Problem.NO_ADDRESS
+    mine = {ep.network_id or ep.network for ep in dependent}
+    for ep in usable:
+        if (ep.network_id or ep.network) in mine:
+            return ep
+    return usable[0]
+
+
+def _lines_for(endpoint: Endpoint, alias: str, name: str) -> list[HostLine]:
+    names = (alias,) if name == alias or not is_host_name(name) else (alias, name)
+    return [HostLine(ip, names) for ip in (endpoint.ipv4, endpoint.ipv6) if ip]
+
+
+def _previous_lines(previous: Sequence[bytes], alias: str) -> list[HostLine]:
+    """Lines of an earlier block that named this alias first; anything malformed is dropped."""
+    out = []
+    for raw in previous:
+        ip, _, rest = raw.partition(b"\t")
+        try:
+            text_ip = ip.decode("ascii")
+            ipaddress.ip_address(text_ip)
+            names = tuple(rest.decode("ascii").split(" "))
+        except ValueError:
+            continue
+        if names and names[0] == alias and all(is_host_name(n) for n in names):
+            out.append(HostLine(text_ip, names))
+    return out
+
+
+def resolve(snapshot: Snapshot, dependent: Container, spec: LinkSpec) -> Resolution:
+    targets = _targets(snapshot, dependent, spec.target)
+    if not targets:
+        return Resolution(spec, problem=Problem.MISSING)
+    running = [t for t in targets if t.has_address]
+    if not running:
+        return Resolution(spec, problem=Problem.NOT_RUNNING)
+    own = netns_owner(snapshot, dependent)
+    own_endpoints = own.endpoints if own is not None else ()
+    lines: list[HostLine] = []
+    names: list[str] = []
+    network = ""
+    problem: Problem | None = None
+    for target in running:
+        owner = netns_owner(snapshot, target)
+        if owner is None or not owner.has_address:
+            problem = Problem.NOT_RUNNING if owner is not None else Problem.MISSING
+            continue
+        if owner.network_mode == "host":
+            problem = Problem.HOST_NETWORK
+            continue
+        chosen = choose_endpoint(owner.endpoints, own_endpoints, spec.network)
+        if isinstance(chosen, Problem):
+            problem = chosen
+            continue
+        lines += _lines_for(chosen, spec.alias, target.name)
+        names.append(target.name)
+        network = chosen.network
+    if not lines:
+        return Resolution(spec, problem=problem or Problem.NO_ADDRESS)
+    return Resolution(spec, tuple(lines), targets=tuple(names), network=network)
+
+
+def _targets(snapshot: Snapshot, dependent: Container, target: str) -> list[Container]:
+    """A same-project compose service wins over a container name; other projects never."""
+    project = dependent.compose_project
+    if project is not None:
+        replicas = snapshot.by_service.get((project, target))
+        if replicas:
+            return replicas
+    found = snapshot.by_name.get(target)
+    return [found] if found is not None else []
+
+
+def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan | None:
+    value = dependent.labels.get(label)
+    if value is None:
+        return None
+    specs, errors = parsed_label(value)
+    return DependentPlan(dependent, tuple(resolve(snapshot, dependent, s) for s in specs), errors)
+
+
+def plan_all(snapshot: Snapshot, label: str) -> dict[str, DependentPlan]:
+    """Plans for every live dependent, by container id."""
+    plans = {}
+    for container in snapshot:
+        if container.is_live and label in container.labels:
+            found = plan(snapshot, container, label)
+            if found is not None:
+                plans[container.id] = found
+    return plans

@@ -1,0 +1,68 @@
+"""Find, strip and render hostsyncd's block inside a hosts file.
+
+The file belongs to the container, which may write anything into it: the functions here
+take bytes of any shape and never fail. A block runs from a line starting with BEGIN to the
+next line starting with END. A BEGIN without an END runs to the end of the file, and a
+stray END line is dropped too: both can only be ours, torn by a racing writer, or forged,
+and keeping either would let blocks pile up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from hostsyncd.core.model import HostLine
+
+BEGIN = b"# BEGIN hostsyncd"
+END = b"# END hostsyncd"
+_BEGIN_LINE = BEGIN + b" (managed by hostsyncd; edits inside are overwritten)\n"
+_END_LINE = END + b"\n"
+
+
+def strip_block(content: bytes) -> bytes:
+    """The content with every hostsyncd block and stray marker line removed."""
+    if BEGIN not in content and END not in content:
+        return content
+    kept: list[bytes] = []
+    inside = False
+    for line in content.splitlines(keepends=True):
+        if inside:
+            inside = not line.startswith(END)
+        elif line.startswith(BEGIN):
+            inside = True
+        elif not line.startswith(END):
+            kept.append(line)
+    return b"".join(kept)
+
+
+def block_lines(content: bytes) -> list[bytes]:
+    """The lines inside the first block, without line ends: what hostsyncd wrote last."""
+    out: list[bytes] = []
+    inside = False
+    for line in content.splitlines():
+        if inside:
+            if line.startswith(END) or line.startswith(BEGIN):
+                break
+            out.append(line)
+        elif line.startswith(BEGIN):
+            inside = True
+    return out
+
+
+def render_block(lines: Iterable[HostLine]) -> bytes:
+    """The block for these lines, or nothing when there are none."""
+    body = b"".join(line.render().encode("ascii") + b"\n" for line in lines)
+    return _BEGIN_LINE + body + _END_LINE if body else b""
+
+
+def merge(content: bytes, block: bytes) -> bytes:
+    """Replace any block in content with this one, placed after everything else.
+
+    An unterminated last line gets its newline so the block starts on a line of its own.
+    """
+    rest = strip_block(content)
+    if not block:
+        return rest
+    if rest and not rest.endswith(b"\n"):
+        rest += b"\n"
+    return rest + block

@@ -1,0 +1,80 @@
+"""Plain records the core works on. The engine edge builds them; nothing here does I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# Docker's container states in which the container holds its network addresses.
+ADDRESSED_STATES = frozenset({"running", "paused"})
+# States in which a dependent's hosts file is mounted and worth keeping current.
+LIVE_STATES = frozenset({"running", "paused", "restarting"})
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A container's attachment to one network."""
+
+    network: str
+    network_id: str = ""
+    ipv4: str = ""
+    ipv6: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    id: str
+    name: str
+    state: str
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    network_mode: str = ""
+    endpoints: tuple[Endpoint, ...] = ()
+
+    @property
+    def has_address(self) -> bool:
+        return self.state in ADDRESSED_STATES
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @property
+    def compose_project(self) -> str | None:
+        return self.labels.get(COMPOSE_PROJECT)
+
+    @property
+    def compose_service(self) -> str | None:
+        return self.labels.get(COMPOSE_SERVICE)
+
+    def endpoint(self, network: str) -> Endpoint | None:
+        """The endpoint on a network given by name or id."""
+        for ep in self.endpoints:
+            if network in (ep.network, ep.network_id):
+                return ep
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """One parsed `target[:alias][@network]` entry of a dependent's label."""
+
+    target: str
+    alias: str
+    network: str | None = None
+
+    def __str__(self) -> str:
+        text = self.target if self.alias == self.target else f"{self.target}:{self.alias}"
+        return f"{text}@{self.network}" if self.network else text
+
+
+@dataclass(frozen=True, slots=True)
+class HostLine:
+    ip: str
+    names: tuple[str, ...]
+
+    def render(self) -> str:
+        return f"{self.ip}\t{' '.join(self.names)}"

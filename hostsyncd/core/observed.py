@@ -1,0 +1,102 @@
+"""What the daemon believes about the engine: the last list, corrected by newer events.
+
+The list call is the truth, but it lags: right after a network connect it may still show no
+address, and right after a container dies it may still show it running. Events that arrive
+after a list are kept as overrides on top of it until a later list agrees with them (or they
+are old enough that the list must have caught up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from hostsyncd.core.graph import Snapshot
+from hostsyncd.core.model import Container, Endpoint
+
+# Longer than any lag seen between an event and the list reflecting it, by far.
+OVERRIDE_TTL = 30.0
+
+
+@dataclass(slots=True)
+class _Override:
+    since: float
+    name: str = ""
+    stopped: bool = False
+    # network id -> endpoint now, or None once disconnected
+    endpoints: dict[str, Endpoint | None] = field(default_factory=dict)
+
+
+class ObservedState:
+    def __init__(self) -> None:
+        self._listed: dict[str, Container] = {}
+        self._overrides: dict[str, _Override] = {}
+        self._snapshot: Snapshot | None = None
+
+    def listed(self, containers: list[Container], now: float) -> None:
+        """A fresh list: keep only the overrides it does not yet reflect."""
+        self._listed = {c.id: c for c in containers}
+        for cid, override in list(self._overrides.items()):
+            if now - override.since > OVERRIDE_TTL or _agrees(self._listed.get(cid), override):
+                del self._overrides[cid]
+        self._snapshot = None
+
+    def connected(self, container_id: str, name: str, endpoint: Endpoint, now: float) -> None:
+        """A container joined a network: it is running (or starting) with this address."""
+        override = self._override(container_id, now)
+        override.stopped = False
+        override.name = name or override.name
+        override.endpoints[endpoint.network_id] = endpoint
+
+    def disconnected(self, container_id: str, network_id: str, now: float) -> None:
+        self._override(container_id, now).endpoints[network_id] = None
+
+    def stopped(self, container_id: str, now: float) -> None:
+        """Died or destroyed: its addresses are free for others to take from now on."""
+        override = self._override(container_id, now)
+        override.stopped = True
+        override.endpoints.clear()
+
+    def _override(self, container_id: str, now: float) -> _Override:
+        self._snapshot = None
+        override = self._overrides.setdefault(container_id, _Override(now))
+        override.since = now
+        return override
+
+    def snapshot(self) -> Snapshot:
+        if self._snapshot is None:
+            merged = dict(self._listed)
+            for cid, override in self._overrides.items():
+                merged[cid] = _apply(merged.get(cid), cid, override)
+            self._snapshot = Snapshot(c for c in merged.values() if c is not None)
+        return self._snapshot
+
+
+def _apply(listed: Container | None, cid: str, override: _Override) -> Container:
+    base = listed or Container(id=cid, name=override.name or cid[:12], state="created")
+    if override.stopped:
+        state = "exited" if base.state in ("running", "paused", "restarting") else base.state
+        return replace(base, state=state, endpoints=())
+    endpoints = {ep.network_id or ep.network: ep for ep in base.endpoints}
+    for network_id, endpoint in override.endpoints.items():
+        if endpoint is None:
+            endpoints.pop(network_id, None)
+        else:
+            endpoints[network_id] = endpoint
+    state = base.state if base.state in ("running", "paused") else "running"
+    ordered = tuple(sorted(endpoints.values(), key=lambda ep: ep.network))
+    return replace(base, state=state, endpoints=ordered)
+
+
+def _agrees(listed: Container | None, override: _Override) -> bool:
+    if override.stopped:
+        return listed is None or not listed.has_address
+    if listed is None or not listed.has_address:
+        return False
+    for network_id, endpoint in override.endpoints.items():
+        now = listed.endpoint(network_id)
+        if endpoint is None:
+            if now is not None:
+                return False
+        elif now is None or (now.ipv4, now.ipv6) != (endpoint.ipv4, endpoint.ipv6):
+            return False
+    return True

@@ -1,0 +1,242 @@
+"""The only module that knows Docker Engine API shapes.
+
+It turns list responses, network inspections and events into core records. It works with
+every engine from API 1.41 up: it reads only `Action`, `Actor` and
+`NetworkSettings.Networks`, which newer engines keep, never the fields 1.52 dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from hostsyncd.core.model import Container, Endpoint
+
+# The actions that can change who has which address. Asking the engine to filter keeps
+# exec and health-check chatter off the stream.
+CONTAINER_ACTIONS = ("create", "start", "die", "destroy", "rename", "pause", "unpause")
+NETWORK_ACTIONS = ("connect", "disconnect")
+
+# What every call to an engine that is away or broken can raise.
+EngineUnavailable = (
+    docker.errors.DockerException,
+    requests.exceptions.RequestException,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEvent:
+    type: str  # "container" or "network"
+    action: str
+    container_id: str
+    network_id: str = ""
+    attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    time_nano: int = 0
+
+    @property
+    def container_name(self) -> str:
+        return self.attributes.get("name", "") if self.type == "container" else ""
+
+
+class Engine:
+    """A connection to one engine. Not thread-safe: give each thread its own."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._client: docker.APIClient | None = None
+        self.calls = 0  # API calls made, for benchmarks and status
+
+    @property
+    def client(self) -> docker.APIClient:
+        if self._client is None:
+            # "auto" asks the engine for its API version, so one build of hostsyncd works
+            # against old and new engines alike.
+            self._client = docker.APIClient(base_url=self.url, version="auto", timeout=self.timeout)
+            self.calls += 1
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def version(self) -> str:
+        self.calls += 1
+        return str(self.client.version().get("Version", "?"))
+
+    def list_containers(self) -> list[Container]:
+        """Every container with its labels, state and addresses, in one API call."""
+        self.calls += 1
+        return [container_from_list(raw) for raw in self.client.containers(all=True)]
+
+    def network_endpoint(self, network_id: str, container_id: str) -> tuple[str, Endpoint] | None:
+        """(container name, endpoint) as the network sees it now, which the list may not yet."""
+        self.calls += 1
+        try:
+            raw = self.client.inspect_network(network_id)
+        except docker.errors.NotFound:
+            return None
+        entry = (raw.get("Containers") or {}).get(container_id)
+        if not entry:
+            return None
+        endpoint = Endpoint(
+            network=str(raw.get("Name") or ""),
+            network_id=str(raw.get("Id") or network_id),
+            ipv4=_strip_prefix(entry.get("IPv4Address")),
+            ipv6=_strip_prefix(entry.get("IPv6Address")),
+        )
+        return str(entry.get("Name") or ""), endpoint
+
+    def events(self) -> EventStream:
+        """Subscribe now; iterate the result to read. Events before this call are not seen."""
+        self.calls += 1
+        stream = self.client.events(
+            decode=True,
+            filters={
+                "type": ["container", "network"],
+                "event": [*CONTAINER_ACTIONS, *NETWORK_ACTIONS],
+            },
+        )
+        return EventStream(stream)
+
+
+class EventStream:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[EngineEvent]:
+        for raw in self._stream:
+            event = event_from_raw(raw)
+            if event is not None:
+                yield event
+
+    def close(self) -> None:
+        # Closing the response from another thread is what unblocks the reading thread;
+        # a broken stream may fail to close in any way it likes.
+        with contextlib.suppress(Exception):
+            self._stream.close()
+
+
+def container_from_list(raw: Mapping[str, Any]) -> Container:
+    names = [str(n) for n in raw.get("Names") or []]
+    # Legacy links add names like "/web/db"; the container's own name has one slash.
+    own = [n for n in names if n.count("/") == 1]
+    name = (own or names or [str(raw.get("Id", ""))[:12]])[0].lstrip("/")
+    networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    endpoints = tuple(
+        Endpoint(
+            network=str(net),
+            network_id=str(info.get("NetworkID") or ""),
+            ipv4=str(info.get("IPAddress") or ""),
+            ipv6=str(info.get("GlobalIPv6Address") or ""),
+        )
+        for net, info in sorted(networks.items())
+        if isinstance(info, Mapping)
+    )
+    labels = raw.get("Labels") or {}
+    return Container(
+        id=str(raw.get("Id", "")),
+        name=name,
+        state=str(raw.get("State") or ""),
+        labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
+        network_mode=str((raw.get("HostConfig") or {}).get("NetworkMode") or ""),
+        endpoints=endpoints,
+    )
+
+
+def event_from_raw(raw: Mapping[str, Any]) -> EngineEvent | None:
+    kind = raw.get("Type")
+    actor = raw.get("Actor") or {}
+    attributes = {str(k): str(v) for k, v in (actor.get("Attributes") or {}).items()}
+    # Actions may carry detail after a colon ("exec_start: sh"); the verb is enough here.
+    action = str(raw.get("Action") or "").split(":", 1)[0]
+    time_nano = int(raw.get("timeNano") or 0)
+    if kind == "container":
+        return EngineEvent(
+            "container", action, str(actor.get("ID") or ""), "",
+            MappingProxyType(attributes), time_nano,
+        )
+    if kind == "network":
+        return EngineEvent(
+            "network", action, attributes.get("container", ""), str(actor.get("ID") or ""),
+            MappingProxyType(attributes), time_nano,
+        )
+    return None
+
+
+def _strip_prefix(address: object) -> str:
+    return str(address or "").split("/", 1)[0]
+
+
+class EventReader:
+    """Reads the event stream on its own thread and hands everything to `emit` at once.
+
+    The engine drops subscribers that fall behind, so this thread only ever parses and
+    enqueues. It reconnects with capped exponential backoff and says so through `emit`,
+    which is how the daemon knows to resync: events may have been missed.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        emit: Callable[[object], None],
+        timeout: float = 10.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.emit = emit
+        self.max_backoff = max_backoff
+        self._stopping = threading.Event()
+        self._stream: EventStream | None = None
+        self._thread = threading.Thread(target=self._run, name="engine-events", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._stream is not None:
+            self._stream.close()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            engine = Engine(self.url, self.timeout)
+            try:
+                self._stream = engine.events()
+                self.emit(Connected(engine.version()))
+                backoff = 0.1
+                for event in self._stream:
+                    self.emit(event)
+                reason = "event stream ended"
+            except EngineUnavailable as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                engine.close()
+            if self._stopping.is_set():
+                return
+            self.emit(Disconnected(reason))
+            self._stopping.wait(backoff)
+            backoff = min(backoff * 2, self.max_backoff)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    engine_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str

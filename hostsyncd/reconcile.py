@@ -1,0 +1,189 @@
+"""Turn hints into writes: recompute what every dependent's file should hold, write the ones
+that differ. Events only say *that* something changed; the snapshot says what is true."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hostsyncd.config import Config
+from hostsyncd.core.graph import DependentPlan, Problem, Resolution, plan_all
+from hostsyncd.core.hostsblock import block_lines, merge, render_block
+from hostsyncd.core.observed import ObservedState
+from hostsyncd.engine import Engine, EngineEvent
+from hostsyncd.problems import ProblemLog
+from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter
+
+# Problems that are routine while containers come and go: said at info, not as warnings.
+_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING)
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A dependent's hosts file was written by someone; check it still holds our block."""
+
+    container_id: str
+
+
+@dataclass(slots=True)
+class LastWrite:
+    at: float
+    added: list[str]
+    removed: list[str]
+
+
+@dataclass(slots=True)
+class PassResult:
+    written: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        writer: HostsWriter,
+        log: Any,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.writer = writer
+        self.log = log
+        self.clock = clock
+        self.observed = ObservedState()
+        self.plans: dict[str, DependentPlan] = {}
+        self.last_write: dict[str, LastWrite] = {}
+        self.problems = ProblemLog(log)
+        self._applied: dict[str, tuple[Resolution, ...]] = {}
+        self._dirty: set[str] = set()
+        self.retry_due: float | None = None
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """One list call: the level truth the events are hints about."""
+        self.observed.listed(self.engine.list_containers(), self.clock())
+
+    def apply_events(self, events: Iterable[EngineEvent]) -> bool:
+        """Fold events into the observed state; True if a list call is needed to finish."""
+        need_list = False
+        for event in events:
+            now = self.clock()
+            if event.type == "network" and event.action == "connect":
+                # The fast path: the network already knows the address while the list may
+                # not for another 200 ms. Docker also rebuilt or appended to this
+                # container's own file, so check it.
+                found = self.engine.network_endpoint(event.network_id, event.container_id)
+                if found is not None:
+                    self.observed.connected(event.container_id, found[0], found[1], now)
+                else:
+                    need_list = True
+                self._dirty.add(event.container_id)
+            elif event.type == "network" and event.action == "disconnect":
+                self.observed.disconnected(event.container_id, event.network_id, now)
+                self._dirty.add(event.container_id)
+                need_list = True
+            elif event.action in ("die", "destroy"):
+                # Drop the lines now, before the freed address can go to someone else.
+                self.observed.stopped(event.container_id, now)
+                need_list = True
+            else:
+                if event.action == "start":
+                    self._dirty.add(event.container_id)
+                need_list = True
+        return need_list
+
+    def drifted(self, container_ids: Iterable[str]) -> None:
+        self._dirty.update(container_ids)
+
+    # -- the pass -----------------------------------------------------------------------
+
+    def reconcile(self, verify_all: bool = False) -> PassResult:
+        """Bring every live dependent's file to its plan; touch only what may differ."""
+        snapshot = self.observed.snapshot()
+        plans = plan_all(snapshot, self.config.links.label)
+        result = PassResult()
+        for stopped in self.plans.keys() - plans.keys():
+            self._applied.pop(stopped, None)
+            if stopped not in snapshot.by_id:
+                # Only a removed container forgets what was said about it: a restart must
+                # not repeat the same warnings.
+                for kind in ("links", "file", "waiting"):
+                    self.problems.forget(f"{stopped}/{kind}")
+        self.plans = plans
+        dirty, self._dirty = self._dirty, set()
+        self.retry_due = None
+        for cid, plan in plans.items():
+            self._report_links(plan)
+            if verify_all or cid in dirty or self._applied.get(cid) != plan.links:
+                outcome = self._write(plan)
+                if outcome is True:
+                    result.written += 1
+                elif outcome is None:
+                    result.failed.append(cid)
+                    self._dirty.add(cid)
+                    self.retry_due = self.clock() + self.config.sync.retry_interval
+        return result
+
+    def _write(self, plan: DependentPlan) -> bool | None:
+        """True if written, False if already right (or not there), None if it failed."""
+        dep = plan.dependent
+        fields = {"container_name": dep.name, "container_id": dep.id}
+        keep = self.config.links.on_target_stop == "keep"
+
+        def transform(before: bytes) -> bytes:
+            return merge(before, render_block(plan.lines(keep, block_lines(before))))
+
+        try:
+            result = self.writer.update(dep.id, transform)
+        except HostsFileGone:
+            return False  # created but not started, or being removed; its start is a hint
+        except HostsFileError as exc:
+            self.problems.add(f"{dep.id}/file", "write", exc.reason, level="error", **fields)
+            return None
+        self.problems.clear(f"{dep.id}/file", "write", **fields)
+        self._applied[dep.id] = plan.links
+        if _untidy(result.before):
+            self.problems.add(f"{dep.id}/file", "content",
+                              "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
+                              **fields)
+        if not result.changed:
+            return False
+        added, removed = _diff(block_lines(result.before), block_lines(result.after))
+        self.last_write[dep.id] = LastWrite(time.time(), added, removed)
+        self.log.info("hosts file updated", added=added, removed=removed, **fields)
+        return True
+
+    def _report_links(self, plan: DependentPlan) -> None:
+        dep = plan.dependent
+        fields = {"container_name": dep.name, "container_id": dep.id}
+        found = {f"spec:{err.spec}": str(err) for err in plan.errors}
+        routine = {}
+        for link in plan.links:
+            if link.problem is None:
+                continue
+            message = f"link {link.spec}: {link.problem.value}"
+            (routine if link.problem in _ROUTINE else found)[f"link:{link.spec}"] = message
+        self.problems.set(f"{dep.id}/links", found, **fields)
+        self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)
+
+
+def _untidy(content: bytes) -> bool:
+    if b"\0" in content:
+        return True
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def _diff(before: list[bytes], after: list[bytes]) -> tuple[list[str], list[str]]:
+    old, new = set(before), set(after)
+    def text(lines: list[bytes], other: set[bytes]) -> list[str]:
+        return [ln.decode("ascii", "replace") for ln in lines if ln not in other]
+    return text(after, old), text(before, new)

@@ -1,0 +1,162 @@
+"""The only code that touches hosts files.
+
+Docker bind-mounts `<containers_root>/<id>/hosts` into the container as a single file, so
+the inode must never change: every write is in place. The new bytes are written over the
+old ones, padded with newlines (ignored by resolvers) to at least the old length, and only
+then is the file truncated. A reader therefore sees the old content, the new content, or the
+new content followed by blank lines; never an empty or half-written file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import re
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HOSTS_FILE = "hosts"
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+_FALLOC_FL_KEEP_SIZE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class HostsFileError(Exception):
+    """A hosts file that can't be read or written; `reason` is fit for a log line."""
+
+    def __init__(self, container_id: str, reason: str, err: int | None = None) -> None:
+        super().__init__(f"{reason} ({container_id[:12]})")
+        self.container_id = container_id
+        self.reason = reason
+        self.errno = err
+
+
+class HostsFileGone(HostsFileError):
+    """No hosts file (yet): the container is being created or removed. Not an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    before: bytes
+    after: bytes
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+class HostsWriter:
+    def __init__(self, containers_root: Path, max_bytes: int = 1 << 20) -> None:
+        self.root = containers_root
+        self.max_bytes = max_bytes
+
+    def path(self, container_id: str) -> Path:
+        return self.root / container_id / HOSTS_FILE
+
+    def read(self, container_id: str) -> bytes:
+        fd = self._open(container_id, os.O_RDONLY)
+        try:
+            return self._read_bounded(fd, container_id)
+        finally:
+            os.close(fd)
+
+    def update(self, container_id: str, transform: Callable[[bytes], bytes]) -> WriteResult:
+        """Rewrite the file as transform(current content); no write when that changes nothing."""
+        fd = self._open(container_id, os.O_RDWR)
+        try:
+            before = self._read_bounded(fd, container_id)
+            after = transform(before)
+            if after != before:
+                self._write_in_place(fd, container_id, before, after)
+            return WriteResult(before, after)
+        finally:
+            os.close(fd)
+
+    def _open(self, container_id: str, mode: int) -> int:
+        if not _CONTAINER_ID.fullmatch(container_id):
+            raise HostsFileError(container_id, "container id is not 64 hex digits")
+        flags = os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            reason = f"containers_root: {exc.strerror}"
+            raise HostsFileError(container_id, reason, exc.errno) from None
+        try:
+            # O_NOFOLLOW on both steps: neither the directory nor the file may be a symlink
+            # leading out of containers_root.
+            dir_fd = os.open(container_id, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=root_fd)
+            try:
+                fd = os.open(HOSTS_FILE, mode | flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
+            finally:
+                os.close(dir_fd)
+        except FileNotFoundError:
+            raise HostsFileGone(container_id, "no hosts file", errno.ENOENT) from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                reason = "refusing a symlink in the hosts file path"
+            else:
+                reason = f"cannot open hosts file: {exc.strerror}"
+            raise HostsFileError(container_id, reason, exc.errno) from None
+        finally:
+            os.close(root_fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise HostsFileError(container_id, "hosts file is not a plain, singly linked file")
+        return fd
+
+    def _read_bounded(self, fd: int, container_id: str) -> bytes:
+        chunks = []
+        size = 0
+        while size <= self.max_bytes:
+            chunk = os.pread(fd, self.max_bytes + 1 - size, size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > self.max_bytes:
+            raise HostsFileError(
+                container_id, f"hosts file larger than {self.max_bytes} bytes; left alone"
+            )
+        return b"".join(chunks)
+
+    def _write_in_place(self, fd: int, container_id: str, before: bytes, after: bytes) -> None:
+        padded = after + b"\n" * (len(before) - len(after))
+        try:
+            if len(after) > len(before):
+                _reserve(fd, len(after))
+        except OSError as exc:
+            raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+        try:
+            _pwrite_all(fd, padded)
+            if len(padded) > len(after):
+                os.ftruncate(fd, len(after))
+        except OSError as exc:
+            _restore(fd, before)
+            raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    offset = 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
+
+
+def _reserve(fd: int, length: int) -> None:
+    """Claim the blocks before any byte changes, so a full disk fails here, not midway."""
+    if _libc.fallocate(fd, _FALLOC_FL_KEEP_SIZE, ctypes.c_long(0), ctypes.c_long(length)) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise OSError(err, os.strerror(err))
+
+
+def _restore(fd: int, before: bytes) -> None:
+    """Best effort after a failed write: put the old bytes back where they were."""
+    with contextlib.suppress(OSError):
+        _pwrite_all(fd, before)
+        os.ftruncate(fd, len(before))
