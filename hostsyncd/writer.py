@@ -65,11 +65,25 @@ class HostsWriter:
             os.close(fd)
 
     def update(self, container_id: str, transform: Callable[[bytes], bytes]) -> WriteResult:
-        """Rewrite the file as transform(current content); no write when that changes nothing."""
-        fd = self._open(container_id, os.O_RDWR)
+        """Rewrite the file as transform(current content); no write when that changes nothing.
+
+        The check reads through a read-only descriptor: closing one opened for writing
+        raises an inotify close-write event even when nothing was written, and the watcher
+        would take that for drift and ask for another check, forever.
+        """
+        fd = self._open(container_id, os.O_RDONLY)
         try:
             before = self._read_bounded(fd, container_id)
-            after = transform(before)
+        finally:
+            os.close(fd)
+        after = transform(before)
+        if after == before:
+            return WriteResult(before, after)
+        fd = self._open(container_id, os.O_RDWR)
+        try:
+            current = self._read_bounded(fd, container_id)
+            if current != before:  # someone wrote in between: build on what is there now
+                before, after = current, transform(current)
             if after != before:
                 self._write_in_place(fd, container_id, before, after)
             return WriteResult(before, after)

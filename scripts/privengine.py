@@ -138,9 +138,7 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 class PrivateEngine:
-    def __init__(
-        self, root: Path, bridge: str = DEFAULT_BRIDGE, cidr: str = DEFAULT_CIDR
-    ) -> None:
+    def __init__(self, root: Path, bridge: str = DEFAULT_BRIDGE, cidr: str = DEFAULT_CIDR) -> None:
         self.root = Path(root).absolute()
         self.bridge = bridge
         self.cidr = cidr
@@ -185,8 +183,8 @@ class PrivateEngine:
         if not _alive(pid):
             return False
         cmd = _read_cmdline(pid)
-        return bool(cmd) and Path(cmd[0]).name == "dockerd" and str(self.socket_path) in " ".join(
-            cmd
+        return (
+            bool(cmd) and Path(cmd[0]).name == "dockerd" and str(self.socket_path) in " ".join(cmd)
         )
 
     def _leftover_processes(self) -> list[tuple[int, str]]:
@@ -223,7 +221,7 @@ class PrivateEngine:
         *args: str,
         check: bool = True,
         timeout: float = 60,
-        input: bytes | None = None,  # noqa: A002 - mirrors subprocess.run
+        input: bytes | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         cmd = ["docker", *args]
         proc = subprocess.run(
@@ -292,8 +290,7 @@ class PrivateEngine:
                 os.kill(pid, signal.SIGTERM)
                 if not _wait_gone(pid, timeout):
                     raise EngineError(
-                        f"dockerd {pid} still running {timeout}s after SIGTERM\n"
-                        + self.log_tail()
+                        f"dockerd {pid} still running {timeout}s after SIGTERM\n" + self.log_tail()
                     )
             # dockerd stops its containerd on the way out; wait for that too.
             for other, _name in self._leftover_processes():

@@ -1,0 +1,39 @@
+# The two commands a newcomer types: `make run` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test unit lint deps venv bench clean
+
+run: venv
+	@scripts/run-demo.sh
+
+test: deps venv
+	$(PY) -m ruff check hostsyncd tests scripts bench
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit: venv
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+lint: venv
+	$(PY) -m ruff check hostsyncd tests scripts bench
+
+deps:
+	@scripts/ensure-deps.sh
+
+# Re-run pip only when the project's metadata changed.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@scripts/ensure-deps.sh python
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,journald]'
+	@touch $@
+
+bench: deps venv
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

@@ -1,0 +1,71 @@
+"""Propagation: from a target's `docker start` until each dependent's file has its new IP.
+
+One target on the default bridge, one dependent with `--link`, one with the label, in the
+same run. Each cycle moves the target to a new IP: stop it, let another container take the
+old IP (it stays, so the engine's lowest-free allocation hands it the old IP next cycle
+too), start it. Both files are watched by one poller, so both sides see the same start.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from lib import Bench, alias_ip, hostsyncd, summary, wait_for
+
+
+def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
+    db = bench.run("db")
+    link_dep = bench.run("linked", links={bench.name("db"): "db"})
+    label_dep = bench.run("labelled", labels={"hostsyncd.links": f"{bench.name('db')}:db"})
+    files = {"link": bench.hosts_path(link_dep), "hostsyncd": bench.hosts_path(label_dep)}
+    wait_for(lambda: alias_ip(files["hostsyncd"].read_bytes(), "db"), 10)
+    times: dict[str, list[float]] = {"link": [], "hostsyncd": []}
+    for _ in range(cycles):
+        old_ip = bench.ip(db)
+        bench.api.stop(db, timeout=0)
+        thief = bench.run(f"thief{len(times['link'])}")
+        assert bench.ip(thief) == old_ip, "the old IP was not reused"
+        seen = _time_start(bench, db, files, old_ip)
+        for side, elapsed in seen.items():
+            times[side].append(elapsed * 1000)
+    result: dict[str, object] = {side: summary(ms) for side, ms in times.items()}
+    result["ratio_median"] = result["hostsyncd"]["median"] / result["link"]["median"]
+    result["ratio_p95"] = result["hostsyncd"]["p95"] / result["link"]["p95"]
+    result["raw_ms"] = times
+    return result
+
+
+def _time_start(bench: Bench, cid: str, files: dict[str, Path], old_ip: str) -> dict[str, float]:
+    seen: dict[str, float] = {}
+    starter = threading.Thread(target=bench.api.start, args=(cid,))
+    t0 = time.perf_counter()
+    starter.start()
+    deadline = t0 + 10
+    while len(seen) < len(files) and time.perf_counter() < deadline:
+        for side, path in files.items():
+            if side in seen:
+                continue
+            ip = alias_ip(path.read_bytes(), "db")
+            if ip is not None and ip != old_ip:
+                seen[side] = time.perf_counter() - t0
+        time.sleep(0.0002)
+    starter.join()
+    missing = set(files) - set(seen)
+    if missing:
+        raise RuntimeError(f"new IP never reached {missing}")
+    return seen
+
+
+if __name__ == "__main__":
+    import json
+    import tempfile
+
+    bench = Bench()
+    try:
+        with hostsyncd(bench, Path(tempfile.mkdtemp())):
+            out = measure(bench)
+        print(json.dumps({k: v for k, v in out.items() if k != "raw_ms"}, indent=1))
+    finally:
+        bench.cleanup()

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Install the Debian packages hostsyncd's build and tests need. Quick and silent when they
+# are all present (checked with `dpkg -s`); runs `apt-get update` only when something is
+# missing.
+#
+#   scripts/ensure-deps.sh            everything below
+#   scripts/ensure-deps.sh GROUP...   only these groups:
+#     engine   docker.io busybox-static iproute2   the private test engine (privengine.py)
+#     python   python3-venv python3-dev            virtualenvs, C extensions
+#              libsystemd-dev pkg-config gcc       building systemd-python (journald output)
+#     journald systemd
+#     docs     graphviz
+set -euo pipefail
+
+declare -A groups=(
+    [engine]="docker.io busybox-static iproute2"
+    [python]="python3-venv python3-dev libsystemd-dev pkg-config gcc"
+    [journald]="systemd"
+    [docs]="graphviz"
+)
+
+wanted=("$@")
+if [ "${#wanted[@]}" -eq 0 ]; then
+    wanted=(engine python journald docs)
+fi
+
+packages=()
+for group in "${wanted[@]}"; do
+    if [ -z "${groups[$group]+set}" ]; then
+        echo "ensure-deps: unknown group '$group' (known: ${!groups[*]})" >&2
+        exit 2
+    fi
+    read -r -a members <<<"${groups[$group]}"
+    packages+=("${members[@]}")
+done
+
+missing=()
+for pkg in "${packages[@]}"; do
+    # Captured, not piped into `grep -q`: that closes the pipe early and, with pipefail,
+    # turns dpkg's SIGPIPE into a false "missing".
+    status=$(dpkg -s "$pkg" 2>/dev/null || true)
+    if [[ $'\n'"$status"$'\n' != *$'\nStatus: install ok installed\n'* ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "ensure-deps: missing ${missing[*]}; run as root to install them" >&2
+    exit 1
+fi
+
+echo "ensure-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

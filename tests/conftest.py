@@ -1,0 +1,562 @@
+"""Fixtures shared by tests/unit and tests/integration.
+
+Nothing here starts an engine unless a test asks for `engine` (directly or through
+`containers`, `networks` or `daemon`), so unit tests stay engine-free.
+
+Integration fixtures:
+- `engine`: the private engine of scripts/privengine.py at $HSD_TEST_ROOT (default
+  /tmp/hsdtest; bridge $HSD_TEST_BRIDGE, address $HSD_TEST_CIDR), started once and reused
+  across runs. If it cannot start, tests using it fail (never skip).
+- `containers`: `containers.run("web", labels=...)` runs a container named
+  `<prefix>web`, where the prefix (`t<6 hex>-`) is unique to the test; everything it ran
+  is removed at teardown. Helpers take short or full names.
+- `networks`: `networks.create("n1", ipv6=True)` makes `<prefix>n1` with subnet
+  10.233.<x>.0/24 (and fd00:231:<x>::/64), removed at teardown.
+- `daemon`: `daemon.start(**config)` runs `python -m hostsyncd run --config ...` with
+  JSON logs captured; `daemon.cli(...)` runs one-shot commands.
+- `wait_until(fn, timeout=10, interval=0.02, what=...)`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+LINKS_LABEL = "hostsyncd.links"
+OWNER_LABEL = "hsdtest.owner"
+BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
+
+
+def _load_privengine() -> Any:
+    if "privengine" in sys.modules:
+        return sys.modules["privengine"]
+    spec = importlib.util.spec_from_file_location("privengine", REPO / "scripts/privengine.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["privengine"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+privengine = _load_privengine()
+
+
+# -- failure reports ----------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        item.stash.setdefault(_FAILED, set()).add(report.when)
+    return report
+
+
+_FAILED = pytest.StashKey[set]()
+
+
+def _test_failed(request: pytest.FixtureRequest) -> bool:
+    return bool(request.node.stash.get(_FAILED, set()))
+
+
+# -- waiting --------------------------------------------------------------------------------
+
+
+def _shorten(value: Any, limit: int = 3000) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit // 2] + "\n...\n" + text[-limit // 2 :]
+
+
+def wait_until(
+    fn: Callable[[], Any],
+    timeout: float = 10,
+    interval: float = 0.02,
+    what: str | None = None,
+) -> Any:
+    """Call fn until it returns something truthy and return that; fail after timeout.
+
+    An exception from fn counts as "not yet" (files and containers come and go while the
+    daemon works); the failure message shows the last value or exception.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+        except Exception as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    desc = what or getattr(fn, "__name__", "condition")
+    shown = f"{type(last).__name__}: {last}" if isinstance(last, Exception) else _shorten(last)
+    pytest.fail(f"timed out after {timeout}s waiting for {desc}; last value:\n{shown}",
+                pytrace=False)  # fmt: skip
+
+
+@pytest.fixture(name="wait_until")
+def wait_until_fixture() -> Callable[..., Any]:
+    """wait_until(fn, timeout=10, interval=0.02, what=None) -> fn's truthy value."""
+    return wait_until
+
+
+# -- engine -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def engine() -> Any:
+    root = Path(os.environ.get("HSD_TEST_ROOT") or "/tmp/hsdtest")
+    eng = privengine.PrivateEngine(
+        root,
+        bridge=os.environ.get("HSD_TEST_BRIDGE") or privengine.DEFAULT_BRIDGE,
+        cidr=os.environ.get("HSD_TEST_CIDR") or privengine.DEFAULT_CIDR,
+    )
+    try:
+        eng.ensure_running()
+        eng.ensure_image()
+    except Exception as exc:
+        pytest.fail(
+            f"private Docker engine at {root} is unavailable: {exc}\n"
+            f"--- tail of {eng.logfile} ---\n{eng.log_tail()}",
+            pytrace=False,
+        )
+    return eng
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Unique per test, so tests never collide with each other or with leftovers."""
+    return f"t{secrets.token_hex(3)}-"
+
+
+# -- networks -----------------------------------------------------------------------------
+
+
+@dataclass
+class Net:
+    name: str
+    x: int
+    subnet: str
+    subnet6: str | None
+
+    def addr(self, n: int) -> str:
+        return f"10.233.{self.x}.{n}"
+
+    def addr6(self, n: int) -> str:
+        return f"fd00:231:{self.x:x}::{n:x}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Networks:
+    def __init__(self, engine: Any, prefix: str) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        self.created: list[str] = []
+
+    def name(self, short: str) -> str:
+        if short in BUILTIN_NETWORKS or short.startswith(self.prefix):
+            return short
+        return self.prefix + short
+
+    def _used_x(self) -> set[int]:
+        used = set()
+        routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True)
+        for match in re.finditer(r"\b10\.233\.(\d+)\.", routes.stdout):
+            used.add(int(match.group(1)))
+        return used
+
+    def create(self, name: str, *, ipv6: bool = False, args: Sequence[str] = ()) -> Net:
+        """A user network with its own 10.233.<x>.0/24 (plus fd00:231:<x>::/64 with ipv6)."""
+        full = self.name(name)
+        last_error = ""
+        for _ in range(8):
+            free = sorted(set(range(10, 250)) - self._used_x())
+            x = free[secrets.randbelow(len(free))]
+            subnet, subnet6 = f"10.233.{x}.0/24", f"fd00:231:{x:x}::/64" if ipv6 else None
+            cmd = ["network", "create", "--subnet", subnet]
+            if ipv6:
+                cmd += ["--ipv6", "--subnet", str(subnet6)]
+            proc = self.engine.docker(*cmd, *args, full, check=False)
+            if proc.returncode == 0:
+                self.created.append(full)
+                return Net(full, x, subnet, subnet6)
+            last_error = proc.stderr.decode(errors="replace")
+            if "overlap" not in last_error.lower():
+                break
+        pytest.fail(f"docker network create {full} failed: {last_error}")
+
+    __call__ = create
+
+    def cleanup(self) -> None:
+        for name in reversed(self.created):
+            proc = self.engine.docker("network", "inspect", "-f", "{{json .Containers}}", name,
+                                      check=False)  # fmt: skip
+            if proc.returncode != 0:
+                continue
+            for cid in json.loads(proc.stdout or b"{}") or {}:
+                self.engine.docker("network", "disconnect", "-f", name, cid, check=False)
+            self.engine.docker("network", "rm", name, check=False)
+
+
+@pytest.fixture
+def networks(engine: Any, prefix: str) -> Iterator[Networks]:
+    nets = Networks(engine, prefix)
+    yield nets
+    nets.cleanup()
+
+
+# -- containers ---------------------------------------------------------------------------
+
+
+class Containers:
+    """Runs test containers and reads what they see. Names may be short or full."""
+
+    def __init__(self, engine: Any, prefix: str, image: str, networks: Networks) -> None:
+        self.engine = engine
+        self.prefix = prefix
+        self.image = image
+        self.networks = networks
+
+    # names
+    def name(self, short: str) -> str:
+        return short if short.startswith(self.prefix) else self.prefix + short
+
+    def network_name(self, network: str) -> str:
+        if network.startswith("container:"):
+            return "container:" + self.name(network.split(":", 1)[1])
+        return self.networks.name(network)
+
+    # docker
+    def docker(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        return self.engine.docker(*args, **kwargs)
+
+    def run(
+        self,
+        name: str,
+        *args: str,
+        labels: Mapping[str, str] | None = None,
+        network: str | None = None,
+        image: str | None = None,
+        cmd: Sequence[str] = ("sleep", "3600"),
+        stop_timeout: int | None = 1,
+    ) -> str:
+        """`docker run -d`; returns the full name. `args` go before the image.
+
+        stop_timeout defaults to 1 s: busybox sleep ignores SIGTERM, and an engine stopping
+        waits that long for each running container.
+        """
+        full = self.name(name)
+        argv = ["run", "-d", "--name", full, "--label", f"{OWNER_LABEL}={self.prefix}"]
+        if stop_timeout is not None:
+            argv += ["--stop-timeout", str(stop_timeout)]
+        for key, value in (labels or {}).items():
+            argv += ["--label", f"{key}={value}"]
+        if network is not None:
+            argv += ["--network", self.network_name(network)]
+        argv += [*args, image or self.image, *cmd]
+        self.docker(*argv)
+        return full
+
+    __call__ = run
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        out = self.docker("inspect", "--type", "container", self.name(name)).stdout
+        return json.loads(out)[0]
+
+    def id(self, name: str) -> str:
+        return self.inspect(name)["Id"]
+
+    def state(self, name: str) -> str:
+        return self.inspect(name)["State"]["Status"]
+
+    def endpoints(self, name: str) -> dict[str, dict[str, Any]]:
+        return self.inspect(name)["NetworkSettings"].get("Networks") or {}
+
+    def _endpoint(self, name: str, network: str | None) -> dict[str, Any]:
+        eps = self.endpoints(name)
+        if network is None:
+            if len(eps) != 1:
+                raise AssertionError(f"{self.name(name)} is on {sorted(eps)}: name the network")
+            return next(iter(eps.values()))
+        return eps[self.network_name(network)]
+
+    def ip(self, name: str, network: str | None = None) -> str:
+        return self._endpoint(name, network)["IPAddress"]
+
+    def ip6(self, name: str, network: str | None = None) -> str:
+        return self._endpoint(name, network)["GlobalIPv6Address"]
+
+    def hosts_path(self, name: str) -> Path:
+        return Path(self.engine.containers_root) / self.id(name) / "hosts"
+
+    def hosts_bytes(self, name: str) -> bytes:
+        return self.docker("exec", self.name(name), "cat", "/etc/hosts").stdout
+
+    def hosts(self, name: str) -> str:
+        """/etc/hosts as the container sees it (docker exec ... cat /etc/hosts)."""
+        return self.hosts_bytes(name).decode("utf-8", errors="replace")
+
+    def exec(self, name: str, *cmd: str, input: bytes | None = None) -> bytes:
+        """`docker exec` (with -i and the bytes on stdin when input is given)."""
+        flags = ["-i"] if input is not None else []
+        return self.docker("exec", *flags, self.name(name), *cmd, input=input).stdout
+
+    def stop(self, name: str) -> None:
+        self.docker("stop", "-t", "0", self.name(name))
+
+    def start(self, name: str) -> None:
+        self.docker("start", self.name(name))
+
+    def restart(self, name: str) -> None:
+        self.docker("restart", "-t", "0", self.name(name))
+
+    def pause(self, name: str) -> None:
+        self.docker("pause", self.name(name))
+
+    def unpause(self, name: str) -> None:
+        self.docker("unpause", self.name(name))
+
+    def rm(self, name: str) -> None:
+        self.docker("rm", "-f", "-v", self.name(name))
+
+    def rename(self, name: str, new: str) -> str:
+        self.docker("rename", self.name(name), self.name(new))
+        return self.name(new)
+
+    def connect(self, name: str, network: str, *args: str) -> None:
+        self.docker("network", "connect", *args, self.network_name(network), self.name(name))
+
+    def disconnect(self, name: str, network: str) -> None:
+        self.docker("network", "disconnect", self.network_name(network), self.name(name))
+
+    def cleanup(self) -> None:
+        ids: set[str] = set()
+        for flt in (f"label={OWNER_LABEL}={self.prefix}", f"name={self.prefix}"):
+            proc = self.docker("ps", "-aq", "--no-trunc", "--filter", flt, check=False)
+            ids.update(proc.stdout.decode().split())
+        for cid in sorted(ids):
+            # A paused container must be unpaused before rm -f on some engines.
+            self.docker("unpause", cid, check=False)
+            self.docker("rm", "-f", "-v", cid, check=False)
+
+
+@pytest.fixture
+def containers(engine: Any, prefix: str, networks: Networks) -> Iterator[Containers]:
+    # `networks` is set up first so it is torn down after the containers that use it.
+    engine.ensure_running()  # cheap when it answers; heals after an engine-restart test
+    c = Containers(engine, prefix, privengine.DEFAULT_IMAGE, networks)
+    yield c
+    c.cleanup()
+
+
+# -- the daemon ---------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Path):
+        value = str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    raise TypeError(f"no TOML rendering for {value!r}")
+
+
+def render_config(sections: Mapping[str, Mapping[str, Any]]) -> str:
+    out = []
+    for section, keys in sections.items():
+        out.append(f"[{section}]")
+        out.extend(f"{key} = {_toml_value(value)}" for key, value in keys.items())
+        out.append("")
+    return "\n".join(out)
+
+
+@dataclass
+class DaemonProcess:
+    proc: subprocess.Popen[bytes]
+    config: Path
+    stderr_path: Path
+    stdout_path: Path
+    _logs: list[dict[str, Any]] = field(default_factory=list)
+    _offset: int = 0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_text(self) -> str:
+        return self.stderr_path.read_bytes().decode("utf-8", errors="replace")
+
+    def logs(self) -> list[dict[str, Any]]:
+        """Every JSON line the daemon wrote to stderr so far (other lines skipped)."""
+        with self.stderr_path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for raw in complete.splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(entry, dict):
+                self._logs.append(entry)
+        return list(self._logs)
+
+    def wait_log(
+        self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 10,
+        what: str = "a matching log entry",
+    ) -> dict[str, Any]:  # fmt: skip
+        def found() -> dict[str, Any] | None:
+            if not self.alive():
+                pytest.fail(f"daemon exited with {self.proc.returncode} while waiting for "
+                            f"{what}:\n{_shorten(self.stderr_text())}", pytrace=False)  # fmt: skip
+            return next((e for e in self.logs() if predicate(e)), None)
+
+        return wait_until(found, timeout=timeout, interval=0.05, what=what)
+
+    def stop(self, timeout: float = 5) -> int:
+        """SIGTERM; the daemon must exit within `timeout` seconds."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"daemon did not exit within {timeout}s of SIGTERM", pytrace=False)
+
+    def kill(self) -> int:
+        if self.alive():
+            self.proc.kill()
+        return self.proc.wait()
+
+
+class DaemonFactory:
+    def __init__(self, engine: Any, tmp: Path) -> None:
+        self.engine = engine
+        self.tmp = tmp
+        self.started: list[DaemonProcess] = []
+        self._n = 0
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env.pop("HOSTSYNCD_CONFIG", None)
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("INVOCATION_ID", None)
+        # A safety net only (the config names the engine): should the daemon ever fall back
+        # to docker's environment defaults, it still reaches the private engine and never the
+        # machine's own.
+        env["DOCKER_HOST"] = self.engine.host
+        return env
+
+    def sections(
+        self,
+        *,
+        url: str | None = None,
+        containers_root: str | Path | None = None,
+        label: str = LINKS_LABEL,
+        on_target_stop: str = "remove",
+        resync_interval: float = 60,
+        level: str = "debug",
+        output: str = "json",
+        extra: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        sections: dict[str, dict[str, Any]] = {
+            "docker": {
+                "url": url or self.engine.host,
+                "containers_root": str(containers_root or self.engine.containers_root),
+            },
+            "links": {"label": label, "on_target_stop": on_target_stop},
+            "sync": {"resync_interval": resync_interval},
+            "log": {"level": level, "output": output},
+        }
+        for section, keys in (extra or {}).items():
+            sections.setdefault(section, {}).update(keys)
+        return sections
+
+    def write_config(self, text: str | None = None, **kwargs: Any) -> Path:
+        """A config file from kwargs (see sections()), or the given raw text."""
+        self._n += 1
+        path = self.tmp / f"config-{self._n}.toml"
+        path.write_text(text if text is not None else render_config(self.sections(**kwargs)))
+        return path
+
+    def start(self, **kwargs: Any) -> DaemonProcess:
+        """Start `python -m hostsyncd run --config <file written from kwargs>`."""
+        config = self.write_config(**kwargs)
+        n = self._n
+        stderr_path, stdout_path = self.tmp / f"daemon-{n}.stderr", self.tmp / f"daemon-{n}.stdout"
+        with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "hostsyncd", "run", "--config", str(config)],
+                cwd=REPO, env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            )  # fmt: skip
+        daemon = DaemonProcess(proc, config, stderr_path, stdout_path)
+        self.started.append(daemon)
+        return daemon
+
+    __call__ = start
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`python -m hostsyncd ARGS...`, output captured as text."""
+        return subprocess.run(
+            [sys.executable, "-m", "hostsyncd", *args], cwd=REPO, env=self.env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def sync(self, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """`hostsyncd sync --config <file written from kwargs>`: one reconcile, then exit."""
+        return self.cli("sync", "--config", str(self.write_config(**kwargs)))
+
+    def cleanup(self, dump: bool) -> None:
+        for daemon in self.started:
+            if daemon.alive():
+                daemon.proc.send_signal(signal.SIGTERM)
+                try:
+                    daemon.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    daemon.proc.kill()
+                    daemon.proc.wait()
+            if dump:
+                code = daemon.proc.returncode
+                print(f"--- daemon pid {daemon.pid} (exit {code}) stderr tail ---")
+                lines = daemon.stderr_text().splitlines()[-60:]
+                print("\n".join(line[:600] for line in lines))
+                out = daemon.stdout_path.read_bytes().decode(errors="replace").strip()
+                if out:
+                    print(f"--- stdout ---\n{_shorten(out)}")
+
+
+@pytest.fixture
+def daemon(engine: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
+    factory = DaemonFactory(engine, tmp_path)
+    yield factory
+    with contextlib.suppress(Exception):
+        factory.cleanup(dump=_test_failed(request))

@@ -1,0 +1,532 @@
+"""From containers to the lines each dependent's hosts file should hold."""
+
+from __future__ import annotations
+
+import hashlib
+from types import MappingProxyType
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostsyncd.core.graph import (
+    DependentPlan,
+    Problem,
+    Snapshot,
+    choose_endpoint,
+    plan,
+    plan_all,
+    resolve,
+)
+from hostsyncd.core.model import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    Container,
+    Endpoint,
+    HostLine,
+    LinkSpec,
+)
+
+LABEL = "hostsyncd.links"
+
+
+def cid(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+def net(name: str, ipv4: str = "", ipv6: str = "", network_id: str | None = None) -> Endpoint:
+    return Endpoint(
+        network=name,
+        network_id=network_id if network_id is not None else cid("net:" + name),
+        ipv4=ipv4,
+        ipv6=ipv6,
+    )
+
+
+def ctr(
+    name: str,
+    *endpoints: Endpoint,
+    state: str = "running",
+    links: str | None = None,
+    project: str | None = None,
+    service: str | None = None,
+    network_mode: str = "",
+    labels: dict[str, str] | None = None,
+) -> Container:
+    all_labels = dict(labels or {})
+    if links is not None:
+        all_labels[LABEL] = links
+    if project is not None:
+        all_labels[COMPOSE_PROJECT] = project
+    if service is not None:
+        all_labels[COMPOSE_SERVICE] = service
+    return Container(
+        id=cid(name),
+        name=name,
+        state=state,
+        labels=MappingProxyType(all_labels),
+        network_mode=network_mode,
+        endpoints=tuple(endpoints),
+    )
+
+
+def rendered(dep_plan: DependentPlan, **kwargs: Any) -> list[str]:
+    return [line.render() for line in dep_plan.lines(**kwargs)]
+
+
+def plan_for(containers: list[Container], dependent: str) -> DependentPlan:
+    plans = plan_all(Snapshot(containers), LABEL)
+    return plans[cid(dependent)]
+
+
+# --- which dependents get plans ---------------------------------------------------------
+
+
+def test_only_live_dependents_with_the_label_get_plans() -> None:
+    db = ctr("db", net("n", "10.0.0.2"))
+    containers = [
+        db,
+        ctr("running", net("n", "10.0.0.3"), links="db"),
+        ctr("paused", net("n", "10.0.0.4"), links="db", state="paused"),
+        ctr("restarting", net("n"), links="db", state="restarting"),
+        ctr("exited", net("n"), links="db", state="exited"),
+        ctr("created", net("n"), links="db", state="created"),
+        ctr("dead", net("n"), links="db", state="dead"),
+        ctr("removing", net("n"), links="db", state="removing"),
+        ctr("nolabel", net("n", "10.0.0.5")),
+        ctr("otherlabel", net("n", "10.0.0.6"), labels={"other.links": "db"}),
+    ]
+    plans = plan_all(Snapshot(containers), LABEL)
+    assert set(plans) == {cid("running"), cid("paused"), cid("restarting")}
+    for p in plans.values():
+        assert rendered(p) == ["10.0.0.2\tdb"]
+
+
+def test_empty_label_gives_a_plan_with_no_lines() -> None:
+    p = plan_for([ctr("dep", links="")], "dep")
+    assert p.links == ()
+    assert p.lines() == []
+
+
+def test_plan_returns_none_without_the_label() -> None:
+    dep = ctr("dep")
+    assert plan(Snapshot([dep]), dep, LABEL) is None
+
+
+def test_spec_errors_are_reported_and_other_links_apply() -> None:
+    p = plan_for(
+        [ctr("db", net("n", "10.0.0.2")), ctr("dep", net("n"), links="db#evil,db:data")],
+        "dep",
+    )
+    assert [e.spec for e in p.errors] == ["db#evil"]
+    assert rendered(p) == ["10.0.0.2\tdata db"]
+
+
+# --- line shapes ------------------------------------------------------------------------
+
+
+def test_line_is_ip_tab_alias_when_alias_is_the_name() -> None:
+    p = plan_for([ctr("db", net("n", "10.0.0.2")), ctr("dep", links="db")], "dep")
+    assert rendered(p) == ["10.0.0.2\tdb"]
+    assert p.lines() == [HostLine("10.0.0.2", ("db",))]
+
+
+def test_line_with_alias_adds_the_target_name() -> None:
+    p = plan_for([ctr("db", net("n", "10.0.0.2")), ctr("dep", links="db:database")], "dep")
+    assert rendered(p) == ["10.0.0.2\tdatabase db"]
+
+
+def test_global_ipv6_gets_a_second_line() -> None:
+    db = ctr("db", net("n", "10.0.0.2", "fd00::2"))
+    p = plan_for([db, ctr("dep", links="db:d")], "dep")
+    assert rendered(p) == ["10.0.0.2\td db", "fd00::2\td db"]
+
+
+def test_ipv6_only_endpoint() -> None:
+    p = plan_for([ctr("db", net("n", "", "fd00::2")), ctr("dep", links="db")], "dep")
+    assert rendered(p) == ["fd00::2\tdb"]
+
+
+def test_lines_follow_label_order_and_appear_once() -> None:
+    containers = [
+        ctr("a", net("n", "10.0.0.1")),
+        ctr("b", net("n", "10.0.0.2")),
+        ctr("dep", links="b a b:b a@n"),
+    ]
+    assert rendered(plan_for(containers, "dep")) == ["10.0.0.2\tb", "10.0.0.1\ta"]
+
+
+def test_target_name_that_is_not_a_host_name_is_left_out_of_the_line() -> None:
+    # Compose replica names are chosen by compose, not checked by the label parser.
+    containers = [
+        ctr("weird..name", net("n", "10.0.0.2"), project="p", service="db"),
+        ctr("dep", project="p", links="db"),
+    ]
+    assert rendered(plan_for(containers, "dep")) == ["10.0.0.2\tdb"]
+
+
+# --- choose_endpoint --------------------------------------------------------------------
+
+
+def test_choose_pinned_network_by_name_and_by_id() -> None:
+    a, b = net("a", "10.1.0.2"), net("b", "10.2.0.2")
+    assert choose_endpoint([a, b], [a], "b") == b
+    assert choose_endpoint([a, b], [a], b.network_id) == b
+
+
+def test_choose_pinned_network_not_there() -> None:
+    a = net("a", "10.1.0.2")
+    assert choose_endpoint([a], [a], "zzz") is Problem.NOT_ON_NETWORK
+
+
+def test_choose_pinned_network_without_ip_is_not_usable() -> None:
+    a, b = net("a", "10.1.0.2"), net("b")
+    assert choose_endpoint([a, b], [b], "b") is Problem.NOT_ON_NETWORK
+
+
+def test_choose_shared_network_first_by_name() -> None:
+    a, b, c = net("a", "10.1.0.2"), net("b", "10.2.0.2"), net("c", "10.3.0.2")
+    assert choose_endpoint([c, a, b], [net("c"), net("b")], None) == b
+    assert choose_endpoint([c, a, b], [net("c")], None) == c
+
+
+def test_choose_first_by_name_when_nothing_shared() -> None:
+    a, b, c = net("a", "10.1.0.2"), net("b", "10.2.0.2"), net("c", "10.3.0.2")
+    assert choose_endpoint([c, b, a], [net("z")], None) == a
+    assert choose_endpoint([c, b, a], [], None) == a
+
+
+def test_choose_ignores_endpoints_without_ip() -> None:
+    a, b, c = net("a"), net("b", "10.2.0.2"), net("c", "10.3.0.2")
+    # shared network a has no IP: the shared rule skips it; first usable by name is b
+    assert choose_endpoint([a, b, c], [net("a")], None) == b
+    assert choose_endpoint([a, c], [net("a")], None) == c
+
+
+def test_choose_no_usable_endpoint() -> None:
+    assert choose_endpoint([], [], None) is Problem.NO_ADDRESS
+    assert choose_endpoint([net("a"), net("b")], [net("a")], None) is Problem.NO_ADDRESS
+
+
+_NETS = ["alpha", "beta", "gamma", "delta"]
+
+
+@st.composite
+def endpoints_st(draw: st.DrawFn, with_ip: bool = True) -> list[Endpoint]:
+    names = draw(st.lists(st.sampled_from(_NETS), unique=True, max_size=4))
+    out = []
+    for i, name in enumerate(names):
+        has_ip = with_ip and draw(st.booleans())
+        has_v6 = with_ip and draw(st.booleans())
+        out.append(
+            net(name, f"10.0.{i}.2" if has_ip else "", f"fd00::{i + 2:x}" if has_v6 else "")
+        )
+    return out
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    endpoints_st(),
+    endpoints_st(),
+    st.none() | st.sampled_from(_NETS) | st.sampled_from(_NETS).map(lambda n: cid("net:" + n)),
+)
+def test_choose_endpoint_matches_the_contract(
+    target: list[Endpoint], dependent: list[Endpoint], pinned: str | None
+) -> None:
+    usable = sorted((e for e in target if e.ipv4 or e.ipv6), key=lambda e: e.network)
+    got = choose_endpoint(target, dependent, pinned)
+    if pinned is not None:
+        matching = [e for e in usable if pinned in (e.network, e.network_id)]
+        assert got == (matching[0] if matching else Problem.NOT_ON_NETWORK)
+        return
+    if not usable:
+        assert got is Problem.NO_ADDRESS
+        return
+    mine = {e.network for e in dependent}
+    shared = [e for e in usable if e.network in mine]
+    assert got == (shared[0] if shared else usable[0])
+
+
+def test_address_choice_through_resolve_uses_shared_network() -> None:
+    db = ctr("db", net("back", "10.2.0.2"), net("front", "10.1.0.2"))
+    dep = ctr("dep", net("front", "10.1.0.3"), links="db db:pinned@back")
+    assert rendered(plan_for([db, dep], "dep")) == ["10.1.0.2\tdb", "10.2.0.2\tpinned db"]
+
+
+def test_dependent_in_another_namespace_shares_through_its_owner() -> None:
+    owner = ctr("owner", net("front", "10.1.0.3"))
+    db = ctr("db", net("back", "10.2.0.2"), net("front", "10.1.0.2"))
+    dep = ctr("dep", network_mode=f"container:{owner.id}", links="db")
+    assert rendered(plan_for([owner, db, dep], "dep")) == ["10.1.0.2\tdb"]
+
+
+# --- compose ----------------------------------------------------------------------------
+
+
+def test_same_project_service_wins_over_container_name_and_every_replica_gets_a_line() -> None:
+    containers = [
+        ctr("db", net("n", "10.0.0.99")),  # a plain container named like the service
+        ctr("p-db-2", net("n", "10.0.0.12"), project="p", service="db"),
+        ctr("p-db-1", net("n", "10.0.0.11"), project="p", service="db"),
+        ctr("p-db-3", net("n", "10.0.0.13"), project="p", service="db", state="exited"),
+        ctr("dep", net("n", "10.0.0.5"), project="p", service="web", links="db"),
+    ]
+    p = plan_for(containers, "dep")
+    assert rendered(p) == ["10.0.0.11\tdb p-db-1", "10.0.0.12\tdb p-db-2"]
+    assert p.links[0].targets == ("p-db-1", "p-db-2")
+
+
+def test_replica_order_is_by_name_whatever_the_input_order() -> None:
+    replicas = [
+        ctr(f"p-db-{i}", net("n", f"10.0.0.{i}"), project="p", service="db")
+        for i in (3, 1, 2)
+    ]
+    dep = ctr("dep", project="p", links="db:data")
+    for order in (replicas, replicas[::-1]):
+        assert rendered(plan_for([*order, dep], "dep")) == [
+            "10.0.0.1\tdata p-db-1",
+            "10.0.0.2\tdata p-db-2",
+            "10.0.0.3\tdata p-db-3",
+        ]
+
+
+def test_another_projects_service_is_never_chosen() -> None:
+    containers = [
+        ctr("q-db-1", net("n", "10.0.0.11"), project="q", service="db"),
+        ctr("dep", net("n"), project="p", links="db"),
+    ]
+    p = plan_for(containers, "dep")
+    assert p.links[0].problem is Problem.MISSING
+    assert p.lines() == []
+
+
+def test_another_projects_service_loses_to_a_plain_container_name() -> None:
+    containers = [
+        ctr("q-db-1", net("n", "10.0.0.11"), project="q", service="db"),
+        ctr("db", net("n", "10.0.0.99")),
+        ctr("dep", net("n"), project="p", links="db"),
+    ]
+    assert rendered(plan_for(containers, "dep")) == ["10.0.0.99\tdb"]
+
+
+def test_dependent_without_project_never_uses_services() -> None:
+    containers = [
+        ctr("p-db-1", net("n", "10.0.0.11"), project="p", service="db"),
+        ctr("dep", net("n"), links="db"),
+    ]
+    assert plan_for(containers, "dep").links[0].problem is Problem.MISSING
+
+
+def test_same_project_container_name_still_works_when_no_service_matches() -> None:
+    containers = [
+        ctr("p-db-1", net("n", "10.0.0.11"), project="p", service="db"),
+        ctr("dep", net("n"), project="p", links="p-db-1:one"),
+    ]
+    assert rendered(plan_for(containers, "dep")) == ["10.0.0.11\tone p-db-1"]
+
+
+# --- network namespaces -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ref", ["id", "name", "prefix"])
+def test_target_in_another_containers_namespace_uses_that_address(ref: str) -> None:
+    owner = ctr("vpn", net("n", "10.0.0.7", "fd00::7"))
+    joined = {"id": owner.id, "name": owner.name, "prefix": owner.id[:12]}[ref]
+    app = ctr("app", network_mode=f"container:{joined}")
+    dep = ctr("dep", net("n"), links="app")
+    assert rendered(plan_for([owner, app, dep], "dep")) == ["10.0.0.7\tapp", "fd00::7\tapp"]
+
+
+def test_target_in_namespace_with_alias_writes_the_targets_own_name() -> None:
+    owner = ctr("vpn", net("n", "10.0.0.7"))
+    app = ctr("app", network_mode="container:vpn")
+    dep = ctr("dep", links="app:web")
+    assert rendered(plan_for([owner, app, dep], "dep")) == ["10.0.0.7\tweb app"]
+
+
+def test_target_in_namespace_of_a_stopped_container_has_no_line() -> None:
+    owner = ctr("vpn", net("n", "10.0.0.7"), state="exited")
+    app = ctr("app", network_mode="container:vpn")
+    p = plan_for([owner, app, ctr("dep", links="app")], "dep")
+    assert p.lines() == []
+    assert not p.links[0].resolved
+
+
+def test_target_in_namespace_of_a_missing_container_has_no_line() -> None:
+    app = ctr("app", network_mode="container:gone")
+    p = plan_for([app, ctr("dep", links="app")], "dep")
+    assert p.lines() == []
+    assert p.links[0].problem is not None
+
+
+def test_namespace_cycle_terminates_without_lines() -> None:
+    a = ctr("a", network_mode="container:b")
+    b = ctr("b", network_mode="container:a")
+    p = plan_for([a, b, ctr("dep", links="a")], "dep")
+    assert p.lines() == []
+    assert p.links[0].problem is not None
+
+
+def test_target_on_host_network_has_no_line() -> None:
+    host = ctr("h", net("host"), network_mode="host")
+    p = plan_for([host, ctr("dep", links="h")], "dep")
+    assert p.links[0].problem is Problem.HOST_NETWORK
+    assert p.lines() == []
+    assert p.lines(keep_stopped=True, previous=[b"10.0.0.2\th"]) == []
+
+
+def test_target_joined_to_a_host_network_container_has_no_line() -> None:
+    host = ctr("h", network_mode="host")
+    app = ctr("app", network_mode="container:h")
+    p = plan_for([host, app, ctr("dep", links="app")], "dep")
+    assert p.links[0].problem is Problem.HOST_NETWORK
+
+
+def test_target_with_no_ip_on_any_network() -> None:
+    p = plan_for([ctr("db", net("n")), ctr("dep", links="db")], "dep")
+    assert p.links[0].problem is Problem.NO_ADDRESS
+    assert p.lines() == []
+
+
+def test_target_not_on_pinned_network() -> None:
+    p = plan_for([ctr("db", net("n", "10.0.0.2")), ctr("dep", links="db@other")], "dep")
+    assert p.links[0].problem is Problem.NOT_ON_NETWORK
+    assert p.lines() == []
+
+
+# --- target states ----------------------------------------------------------------------
+
+
+def test_paused_target_keeps_its_lines() -> None:
+    db = ctr("db", net("n", "10.0.0.2"), state="paused")
+    p = plan_for([db, ctr("dep", links="db")], "dep")
+    assert p.links[0].resolved
+    assert rendered(p) == ["10.0.0.2\tdb"]
+
+
+@pytest.mark.parametrize("state", ["exited", "created", "dead", "restarting", "removing"])
+def test_stopped_target_has_no_line(state: str) -> None:
+    # An exited container may still be listed with its last network settings.
+    db = ctr("db", net("n", "10.0.0.2"), state=state)
+    p = plan_for([db, ctr("dep", links="db")], "dep")
+    assert p.links[0].problem is Problem.NOT_RUNNING
+    assert p.lines() == []
+
+
+def test_missing_target_has_no_line() -> None:
+    p = plan_for([ctr("dep", links="db")], "dep")
+    assert p.links[0].problem is Problem.MISSING
+    assert p.lines() == []
+
+
+PREVIOUS = [
+    b"10.0.0.2\tdb",
+    b"fd00::2\tdb",
+    b"10.0.0.3\tdata db",
+    b"10.0.0.4\tother",
+    b"10.0.0.5\tx db",
+]
+
+
+def test_keep_stopped_carries_over_lines_whose_first_name_is_the_alias() -> None:
+    p = plan_for([ctr("db", state="exited"), ctr("dep", links="db")], "dep")
+    assert p.lines(keep_stopped=False, previous=PREVIOUS) == []
+    assert rendered(p, keep_stopped=True, previous=PREVIOUS) == ["10.0.0.2\tdb", "fd00::2\tdb"]
+
+
+def test_keep_stopped_carries_over_for_missing_target_too() -> None:
+    p = plan_for([ctr("dep", links="db:data")], "dep")
+    assert rendered(p, keep_stopped=True, previous=PREVIOUS) == ["10.0.0.3\tdata db"]
+
+
+def test_keep_stopped_does_not_paper_over_other_problems() -> None:
+    p = plan_for([ctr("db", net("n")), ctr("dep", links="db")], "dep")
+    assert p.links[0].problem is Problem.NO_ADDRESS
+    assert p.lines(keep_stopped=True, previous=PREVIOUS) == []
+
+
+def test_keep_stopped_prefers_current_lines_when_target_runs() -> None:
+    p = plan_for([ctr("db", net("n", "10.0.0.9")), ctr("dep", links="db")], "dep")
+    assert rendered(p, keep_stopped=True, previous=PREVIOUS) == ["10.0.0.9\tdb"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"10.0.0.256\tdb",
+        b"not-an-ip\tdb",
+        b"10.0.0.2 db",
+        b"10.0.0.2\t",
+        b"10.0.0.2\tdb  x",
+        b"10.0.0.2\tdb x#y",
+        b"10.0.0.2\tdb x/y",
+        b"10.0.0.2\tdb\tx",
+        b"10.0.0.2\tdb -x",
+        b"10.0.0.2\tdb \xc3\xa9",
+        b"10.0.0.2\tdb \x00",
+        b"10.0.0.2\tdb ",
+        b" 10.0.0.2\tdb",
+        b"10.0.0.2 \tdb",
+        b"\xff\tdb",
+        b"",
+        b"\tdb",
+        b"# 10.0.0.2\tdb",
+    ],
+)
+def test_keep_stopped_drops_malformed_previous_lines(bad: bytes) -> None:
+    p = plan_for([ctr("db", state="exited"), ctr("dep", links="db")], "dep")
+    assert p.lines(keep_stopped=True, previous=[bad]) == []
+    assert rendered(p, keep_stopped=True, previous=[bad, b"10.0.0.2\tdb"]) == ["10.0.0.2\tdb"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"fe80::1%a#b\tdb",  # '#' would start a comment inside the address
+        b"fe80::1%\x0b\tdb",  # a control character
+        b"fe80::1%\xc2\x85\tdb",  # not ASCII
+    ],
+)
+def test_keep_stopped_drops_previous_lines_with_a_forged_scope_id(bad: bytes) -> None:
+    """hostsyncd only ever writes plain IPv4 / global IPv6 addresses; a line whose address
+    carries a zone index with '#' or control characters can only be forged, and carrying it
+    over would write bytes the parser would never accept into the file."""
+    p = plan_for([ctr("db", state="exited"), ctr("dep", links="db")], "dep")
+    assert p.lines(keep_stopped=True, previous=[bad]) == []
+
+
+# --- Snapshot ---------------------------------------------------------------------------
+
+
+def test_snapshot_lookups() -> None:
+    a = ctr("alpha")
+    b = ctr("beta", project="p", service="s")
+    c = ctr("gamma", project="p", service="s")
+    snap = Snapshot([a, b, c])
+    assert len(snap) == 3
+    assert set(snap) == {a, b, c}
+    assert snap.find(a.id) is a
+    assert snap.find("alpha") is a
+    assert snap.find(a.id[:12]) is a
+    assert snap.find(a.id[:11]) is None  # short prefixes are not ids
+    assert snap.find("nope") is None
+    assert snap.by_service["p", "s"] == [b, c]
+
+
+def test_snapshot_ambiguous_prefix_finds_nothing() -> None:
+    x = Container(id="abcdef012345" + "0" * 52, name="x", state="running")
+    y = Container(id="abcdef012345" + "1" * 52, name="y", state="running")
+    snap = Snapshot([x, y])
+    assert snap.find("abcdef012345") is None
+    assert snap.find("abcdef0123450") is x
+
+
+def test_resolution_reports_network_and_targets() -> None:
+    db = ctr("db", net("back", "10.2.0.2"))
+    dep = ctr("dep", links="db")
+    snap = Snapshot([db, dep])
+    res = resolve(snap, dep, LinkSpec("db", "db"))
+    assert res.resolved
+    assert res.network == "back"
+    assert res.targets == ("db",)

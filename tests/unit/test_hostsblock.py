@@ -1,0 +1,281 @@
+"""The hostsyncd block inside a hosts file: bytes of any shape in, never a pile of blocks."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hostsyncd.core.hostsblock import (
+    BEGIN,
+    END,
+    block_lines,
+    merge,
+    render_block,
+    strip_block,
+)
+from hostsyncd.core.model import HostLine
+
+PROPS = settings(
+    max_examples=2_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+BASE = b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n172.17.0.3\tabc123\n"
+LINES = [HostLine("10.0.0.2", ("db",)), HostLine("10.0.0.3", ("data", "db"))]
+
+
+def terminated(content: bytes) -> bytes:
+    return content + b"\n" if content and not content.endswith(b"\n") else content
+
+
+def marker_lines(content: bytes, marker: bytes) -> int:
+    return sum(1 for line in content.splitlines() if line.startswith(marker))
+
+
+# --- rendering ---------------------------------------------------------------------------
+
+
+def test_render_block_shape() -> None:
+    block = render_block(LINES)
+    lines = block.split(b"\n")
+    assert lines[0].startswith(BEGIN)
+    assert lines[1:3] == [b"10.0.0.2\tdb", b"10.0.0.3\tdata db"]
+    assert lines[3] == END
+    assert lines[4] == b""  # ends with a newline
+    assert block.endswith(END + b"\n")
+
+
+def test_no_links_no_block() -> None:
+    assert render_block([]) == b""
+    assert render_block(iter([])) == b""
+
+
+def test_render_block_accepts_a_generator() -> None:
+    assert render_block(iter(LINES)) == render_block(LINES)
+
+
+# --- merge and strip: examples ---------------------------------------------------------
+
+
+def test_merge_appends_block_after_everything() -> None:
+    block = render_block(LINES)
+    assert merge(BASE, block) == BASE + block
+
+
+def test_merge_replaces_an_existing_block_keeping_the_rest_byte_for_byte() -> None:
+    before = b"# top comment\r\n127.0.0.1   localhost  \n"
+    after = b"\n\n10.9.9.9 mine # my own edit\n\t\x00odd\xff line\n"
+    old = render_block([HostLine("10.0.0.9", ("old",))])
+    new = render_block(LINES)
+    merged = merge(before + old + after, new)
+    assert merged == before + after + new
+    assert block_lines(merged) == [b"10.0.0.2\tdb", b"10.0.0.3\tdata db"]
+
+
+def test_merge_moves_the_block_to_the_end() -> None:
+    block = render_block(LINES)
+    content = block + b"10.1.1.1\tafter\n"
+    assert merge(content, block) == b"10.1.1.1\tafter\n" + block
+
+
+def test_merge_terminates_an_unterminated_last_line() -> None:
+    block = render_block(LINES)
+    assert merge(b"127.0.0.1\tlocalhost", block) == b"127.0.0.1\tlocalhost\n" + block
+
+
+def test_merge_into_empty_content() -> None:
+    block = render_block(LINES)
+    assert merge(b"", block) == block
+
+
+@pytest.mark.parametrize("content", [b"", BASE, BASE + render_block(LINES), b"x", b"x\r"])
+def test_merge_with_empty_block_is_strip(content: bytes) -> None:
+    assert merge(content, b"") == strip_block(content)
+
+
+def test_merge_with_empty_block_removes_our_block() -> None:
+    assert merge(BASE + render_block(LINES), b"") == BASE
+
+
+def test_begin_without_end_runs_to_the_end() -> None:
+    content = BASE + BEGIN + b"\n10.0.0.2\tdb\n10.0.0.3\tforged\n"
+    assert strip_block(content) == BASE
+
+
+def test_stray_end_line_is_dropped() -> None:
+    content = BASE + END + b"\n" + b"10.1.1.1\tkeep\n"
+    assert strip_block(content) == BASE + b"10.1.1.1\tkeep\n"
+
+
+def test_several_blocks_are_all_stripped() -> None:
+    block = render_block(LINES)
+    content = block + b"a\n" + block + b"b\n" + block
+    assert strip_block(content) == b"a\nb\n"
+    merged = merge(content, block)
+    assert merged == b"a\nb\n" + block
+    assert marker_lines(merged, BEGIN) == 1
+
+
+def test_marker_not_at_line_start_is_plain_content() -> None:
+    content = b"10.0.0.1 x " + BEGIN + b"\n  " + END + b"\n"
+    assert strip_block(content) == content
+    assert merge(content, b"") == content
+
+
+def test_marker_prefix_lines_count_as_markers() -> None:
+    # "a line starting with" the marker: extra text after it does not matter
+    content = b"a\n" + BEGIN + b"-forged stuff\nin\n" + END + b" trailing\nb\n"
+    assert strip_block(content) == b"a\nb\n"
+
+
+def test_content_without_markers_is_returned_as_is() -> None:
+    content = b"\x00\xff\r\n weird \r bytes"
+    assert strip_block(content) == content
+    assert merge(content, b"") == content
+
+
+def test_block_lines_reads_the_first_block_only() -> None:
+    first = render_block([HostLine("10.0.0.1", ("a",))])
+    second = render_block([HostLine("10.0.0.2", ("b",))])
+    assert block_lines(BASE + first + b"x\n" + second) == [b"10.0.0.1\ta"]
+
+
+def test_block_lines_stops_at_a_nested_begin() -> None:
+    content = BEGIN + b"\n10.0.0.1\ta\n" + BEGIN + b"\n10.0.0.2\tb\n" + END + b"\n"
+    assert block_lines(content) == [b"10.0.0.1\ta"]
+
+
+def test_block_lines_without_block() -> None:
+    assert block_lines(BASE) == []
+    assert block_lines(b"") == []
+
+
+def test_block_lines_of_unterminated_block() -> None:
+    assert block_lines(BEGIN + b"\n10.0.0.1\ta\n10.0.0.2\tb") == [b"10.0.0.1\ta", b"10.0.0.2\tb"]
+
+
+def test_crlf_file_keeps_its_line_ends() -> None:
+    content = b"127.0.0.1\tlocalhost\r\n::1\tlocalhost\r\n"
+    block = render_block(LINES)
+    merged = merge(content, block)
+    assert merged == content + block
+    assert merge(merged, block) == merged
+
+
+# --- properties over arbitrary bytes ----------------------------------------------------
+
+_FRAGMENTS = [
+    BEGIN,
+    END,
+    BEGIN + b" (managed by hostsyncd; edits inside are overwritten)\n",
+    END + b"\n",
+    b"# BEGIN",
+    b"# END",
+    b"# BEGIN hostsync",
+    b"# END hostsyn",
+    b"hostsyncd",
+    b"#",
+    b" ",
+    b"\n",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b"\x00",
+    b"\xff\xfe\x80",
+    b"\xc3",
+    b"127.0.0.1\tlocalhost\n",
+    b"10.0.0.2\tdb\n",
+    b"\x0b\x0c\x1c\x85",
+]
+
+content_st = st.lists(
+    st.one_of(st.sampled_from(_FRAGMENTS), st.binary(max_size=16)), max_size=24
+).map(b"".join)
+
+_host_label = st.text(alphabet=string.ascii_lowercase + string.digits + "_", min_size=1,
+                      max_size=8)
+host_name_st = st.lists(_host_label, min_size=1, max_size=3).map(".".join)
+host_line_st = st.builds(
+    HostLine,
+    ip=st.ip_addresses().map(str),
+    names=st.lists(host_name_st, min_size=1, max_size=3).map(tuple),
+)
+lines_st = st.lists(host_line_st, max_size=5)
+
+
+@PROPS
+@given(content_st, lines_st)
+def test_strip_of_merge_is_the_terminated_stripped_content(content: bytes, lines: list) -> None:
+    block = render_block(lines)
+    merged = merge(content, block)
+    if block:
+        assert strip_block(merged) == terminated(strip_block(content))
+    else:
+        assert merged == strip_block(content)
+
+
+@PROPS
+@given(content_st, lines_st)
+def test_merge_is_idempotent(content: bytes, lines: list) -> None:
+    block = render_block(lines)
+    once = merge(content, block)
+    assert merge(once, block) == once
+
+
+@PROPS
+@given(content_st, lines_st, lines_st)
+def test_blocks_never_pile_up(content: bytes, first: list, second: list) -> None:
+    block1, block2 = render_block(first), render_block(second)
+    assert merge(merge(content, block1), block2) == merge(content, block2)
+
+
+@PROPS
+@given(content_st, lines_st)
+def test_exactly_one_begin_and_one_end_line(content: bytes, lines: list) -> None:
+    block = render_block(lines)
+    merged = merge(content, block)
+    expected = 1 if block else 0
+    assert marker_lines(merged, BEGIN) == expected
+    assert marker_lines(merged, END) == expected
+
+
+@PROPS
+@given(content_st, lines_st)
+def test_block_lines_read_back_what_was_rendered(content: bytes, lines: list) -> None:
+    merged = merge(content, render_block(lines))
+    assert block_lines(merged) == [line.render().encode("ascii") for line in lines]
+
+
+@PROPS
+@given(content_st, lines_st)
+def test_block_is_placed_after_everything_else(content: bytes, lines: list) -> None:
+    block = render_block(lines)
+    merged = merge(content, block)
+    assert merged.endswith(block)
+    head = merged[: len(merged) - len(block)]
+    assert head == (terminated(strip_block(content)) if block else strip_block(content))
+
+
+@PROPS
+@given(content_st)
+def test_strip_is_idempotent_and_leaves_no_marker_lines(content: bytes) -> None:
+    stripped = strip_block(content)
+    assert strip_block(stripped) == stripped
+    assert marker_lines(stripped, BEGIN) == 0
+    assert marker_lines(stripped, END) == 0
+
+
+@PROPS
+@given(content_st, content_st, lines_st)
+def test_everything_outside_the_block_is_kept_byte_for_byte(
+    before: bytes, after: bytes, lines: list
+) -> None:
+    # Marker-free content on both sides of one of our blocks, placed on a line of its own.
+    before, after = terminated(strip_block(before)), strip_block(after)
+    block = render_block(lines)
+    assert strip_block(before + block + after) == before + after
