@@ -31,6 +31,7 @@ from hostsyncd.writer import HostsWriter
 class Signal(Enum):
     STOP = "stop"
     RELOAD = "reload"
+    RESYNC = "resync"  # file events were lost
 
 
 @dataclass(slots=True)
@@ -62,7 +63,11 @@ class Daemon:
     def run(self) -> int:
         self._install_signals()
         reader = EventReader(self.config.docker.url, self.hints.put, self.config.docker.api_timeout)
-        watcher = HostsWatcher(self.reconciler.writer.path, lambda cid: self.hints.put(Drift(cid)))
+        watcher = HostsWatcher(
+            self.reconciler.writer.path,
+            on_change=lambda cid: self.hints.put(Drift(cid)),
+            on_overflow=lambda: self.hints.put(Signal.RESYNC),
+        )
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
                       containers_root=str(self.config.docker.containers_root))
         watcher.start()
@@ -95,7 +100,7 @@ class Daemon:
             except EngineUnavailable as exc:
                 # The event thread notices too and reconnects; its Connected brings a resync.
                 self.reconciler.problems.add("engine", "call", f"engine call failed: {exc}")
-            watcher.watch_only(self.reconciler.plans)
+            watcher.watch_only(self.reconciler.watched)
 
     def _next_batch(self) -> list[object]:
         """Block until a hint or a timer is due, then take everything already queued, so a
@@ -114,22 +119,30 @@ class Daemon:
                 return batch
 
     def _handle(self, batch: list[object]) -> None:
-        events = [h for h in batch if isinstance(h, EngineEvent)]
         resync = time.monotonic() >= self._next_resync
+        events: list[EngineEvent] = []
+        drifted: list[str] = []
         for hint in batch:
-            if isinstance(hint, Connected):
+            if isinstance(hint, EngineEvent):
+                events.append(hint)
+            elif isinstance(hint, Drift):
+                drifted.append(hint.container_id)
+            elif isinstance(hint, Connected):
                 self._engine_up(hint)
                 resync = True
             elif isinstance(hint, Disconnected):
                 self._engine_down(hint)
-            elif isinstance(hint, Drift):
-                self.reconciler.drifted([hint.container_id])
             elif hint is Signal.RELOAD:
                 self._reload()
                 resync = True
+            elif hint is Signal.RESYNC:
+                resync = True
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
+        # Events before file writes: a container the events say is running may write its
+        # own hosts file, and that must not read as Docker starting it.
         need_list = self.reconciler.apply_events(events) if events else False
+        self.reconciler.drifted(drifted)
         if resync:
             self._full_resync()
         else:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostsyncd.config import Config
-from hostsyncd.core.graph import DependentPlan, Problem, Resolution, plan_all
-from hostsyncd.core.hostsblock import block_lines, merge, render_block
+from hostsyncd.core.graph import DependentPlan, Problem, Resolution, plan_all, stopped_targets
+from hostsyncd.core.hostsblock import block_lines, merge, own_addresses, render_block
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
@@ -56,6 +56,7 @@ class Reconciler:
         self.clock = clock
         self.observed = ObservedState()
         self.plans: dict[str, DependentPlan] = {}
+        self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
         self.problems = ProblemLog(log)
         self._applied: dict[str, tuple[Resolution, ...]] = {}
@@ -98,7 +99,25 @@ class Reconciler:
         return need_list
 
     def drifted(self, container_ids: Iterable[str]) -> None:
-        self._dirty.update(container_ids)
+        """Hosts files were written. A dependent's gets checked for our block; a stopped
+        target's may be Docker starting it, which tells its new address early."""
+        for cid in container_ids:
+            if cid in self.plans:
+                self._dirty.add(cid)
+            if cid in self.stopped_targets:
+                try:
+                    content = self.writer.read(cid)
+                except HostsFileError:
+                    continue
+                own = own_addresses(content, cid[:12])
+                if self.observed.hosts_rewritten(cid, own, self.clock()):
+                    self.log.debug("address from Docker's hosts rebuild", container_id=cid,
+                                   ipv4=own[0], ipv6=own[1])
+
+    @property
+    def watched(self) -> set[str]:
+        """The hosts files whose writes are hints: dependents' and stopped targets'."""
+        return self.plans.keys() | self.stopped_targets
 
     # -- the pass -----------------------------------------------------------------------
 
@@ -115,10 +134,10 @@ class Reconciler:
                 for kind in ("links", "file", "waiting"):
                     self.problems.forget(f"{stopped}/{kind}")
         self.plans = plans
+        self.stopped_targets = stopped_targets(snapshot, plans.values())
         dirty, self._dirty = self._dirty, set()
         self.retry_due = None
         for cid, plan in plans.items():
-            self._report_links(plan)
             if verify_all or cid in dirty or self._applied.get(cid) != plan.links:
                 outcome = self._write(plan)
                 if outcome is True:
@@ -127,6 +146,9 @@ class Reconciler:
                     result.failed.append(cid)
                     self._dirty.add(cid)
                     self.retry_due = self.clock() + self.config.sync.retry_interval
+        # Reported after the writes, which are what the latency is measured on.
+        for plan in plans.values():
+            self._report_links(plan)
         return result
 
     def _write(self, plan: DependentPlan) -> bool | None:

@@ -1,69 +1,94 @@
-"""Notices when something other than hostsyncd rewrites a dependent's hosts file.
+"""Notices when a hosts file hostsyncd cares about is written by someone.
 
-One inotify watch per dependent's hosts file, limited to writes: a watch on the whole
-containers directory would also see every log line the engine writes and every reader
-opening a file. Inotify can lose events, so the periodic resync stays the safety net.
+One inotify watch per file, limited to writes: a watch on the whole containers directory
+would also see every log line the engine writes and every reader opening a file. The
+callbacks run on watchdog's inotify thread and only enqueue a hint; that single hop keeps
+the latency of the start fast path within a millisecond of Docker's own write. Inotify can
+lose events (queue overflow), so that is reported too, and the periodic resync stays the
+safety net.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from watchdog.events import FileClosedEvent, FileModifiedEvent, FileSystemEvent
-from watchdog.events import FileSystemEventHandler as _Handler
-from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.inotify_c import (
+    CallbackId,
+    InotifyConstants,
+    InotifyEvent,
+    InotifyFD,
+    WatchDescriptor,
+)
 
-
-class _Forward(_Handler):
-    def __init__(self, container_id: str, on_change: Callable[[str], None]) -> None:
-        self.container_id = container_id
-        self.on_change = on_change
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self.on_change(self.container_id)
+_MASK = InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE
+_CALLBACK = CallbackId(0)
 
 
 class HostsWatcher:
-    def __init__(self, path_of: Callable[[str], Path], on_change: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        path_of: Callable[[str], Path],
+        on_change: Callable[[str], None],
+        on_overflow: Callable[[], None] = lambda: None,
+    ) -> None:
         self._path_of = path_of
         self._on_change = on_change
-        self._observer = Observer()
-        self._watches: dict[str, ObservedWatch] = {}
+        self._on_overflow = on_overflow
+        self._inotify = InotifyFD()
+        self._watches: dict[str, WatchDescriptor] = {}
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        self._observer.start()
+        self._inotify.start()
 
     def stop(self) -> None:
-        self._observer.stop()
-        self._observer.join(timeout=2)
+        self._inotify.stop()
+        self._inotify.join(timeout=2)
 
     def watch_only(self, container_ids: Iterable[str]) -> None:
-        """Watch exactly these dependents' files; those not there yet are tried next time."""
+        """Watch exactly these containers' files; those not there yet are tried next time."""
         wanted = set(container_ids)
         with self._lock:
-            for cid in list(self._watches.keys() - wanted):
-                self._unschedule(cid)
-            for cid in wanted - self._watches.keys():
-                try:
-                    self._watches[cid] = self._observer.schedule(
-                        _Forward(cid, self._on_change),
-                        str(self._path_of(cid)),
-                        event_filter=[FileModifiedEvent, FileClosedEvent],
-                    )
-                except OSError:
-                    continue
+            stale = [(cid, self._watches.pop(cid)) for cid in self._watches.keys() - wanted]
+            missing = wanted - self._watches.keys()
+        for _, wd in stale:
+            # The file, and with it the watch, may already be gone.
+            with contextlib.suppress(OSError, KeyError):
+                self._inotify.remove_callbacks([(wd, _CALLBACK)])
+        for cid in missing:
+            try:
+                wd = self._inotify.add_callback(
+                    os.fsencode(self._path_of(cid)), _MASK, _Callback(self, cid), _CALLBACK
+                )
+            except OSError:
+                continue
+            with self._lock:
+                self._watches[cid] = wd
 
-    def _unschedule(self, container_id: str) -> None:
-        watch = self._watches.pop(container_id)
-        # The file, and with it the watch, may already be gone.
-        with contextlib.suppress(KeyError, OSError):
-            self._observer.unschedule(watch)
+    def _gone(self, container_id: str, wd: WatchDescriptor) -> None:
+        with self._lock:
+            if self._watches.get(container_id) == wd:
+                del self._watches[container_id]
 
     @property
     def watched(self) -> int:
         return len(self._watches)
+
+
+class _Callback:
+    def __init__(self, watcher: HostsWatcher, container_id: str) -> None:
+        self.watcher = watcher
+        self.container_id = container_id
+
+    def on_event(self, event: InotifyEvent) -> None:
+        self.watcher._on_change(self.container_id)
+
+    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
+        self.watcher._gone(self.container_id, wd)
+
+    def on_queue_overflow(self) -> None:
+        self.watcher._on_overflow()

@@ -202,6 +202,17 @@ def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan 
     return DependentPlan(dependent, tuple(resolve(snapshot, dependent, s) for s in specs), errors)
 
 
+def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
+    """Ids of the containers that links wait for because they are not running."""
+    waiting = set()
+    for found in plans:
+        for link in found.links:
+            if link.problem is Problem.NOT_RUNNING:
+                targets = _targets(snapshot, found.dependent, link.spec.target)
+                waiting.update(t.id for t in targets if not t.has_address)
+    return waiting
+
+
 def plan_all(snapshot: Snapshot, label: str) -> dict[str, DependentPlan]:
     """Plans for every live dependent, by container id."""
     plans = {}

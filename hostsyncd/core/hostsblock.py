@@ -9,6 +9,7 @@ and keeping either would let blocks pile up.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 
 from hostsyncd.core.model import HostLine
@@ -66,3 +67,23 @@ def merge(content: bytes, block: bytes) -> bytes:
     if rest and not rest.endswith(b"\n"):
         rest += b"\n"
     return rest + block
+
+
+def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:
+    """(IPv4, IPv6) of the lines that name only this host name: the entry Docker writes
+    for a container itself when it starts. Empty strings for what is not there."""
+    ipv4 = ipv6 = ""
+    wanted = [hostname.encode("ascii", "replace")]
+    for line in strip_block(content).splitlines():
+        fields = line.split()
+        if len(fields) != 2 or fields[1:] != wanted:
+            continue
+        try:
+            address = ipaddress.ip_address(fields[0].decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if address.version == 4:
+            ipv4 = str(address)
+        elif not (address.is_link_local or address.is_loopback):
+            ipv6 = str(address)
+    return ipv4, ipv6

@@ -505,7 +505,7 @@ def test_snapshot_lookups() -> None:
     c = ctr("gamma", project="p", service="s")
     snap = Snapshot([a, b, c])
     assert len(snap) == 3
-    assert set(snap) == {a, b, c}
+    assert [x.id for x in snap] == [a.id, b.id, c.id]
     assert snap.find(a.id) is a
     assert snap.find("alpha") is a
     assert snap.find(a.id[:12]) is a
