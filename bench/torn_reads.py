@@ -53,7 +53,9 @@ def measure(bench: Bench, rewrites: int = 200) -> dict[str, object]:
     db = bench.run("tr-db")
     deps = {
         "link": bench.run("tr-linked", links={bench.name("tr-db"): "db"}),
-        "hostsyncd": bench.run("tr-labelled", labels={"hostsyncd.links": f"{bench.name('tr-db')}:db"}),
+        "hostsyncd": bench.run(
+            "tr-labelled", labels={"hostsyncd.links": f"{bench.name('tr-db')}:db"}
+        ),
     }
     files = {
         side: (bench.hosts_path(cid), f"{bench.ip(cid)}\t{cid[:12]}\n".encode())
