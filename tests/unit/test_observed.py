@@ -1,0 +1,223 @@
+"""The last list, corrected by newer events until a list agrees (or the override ages out)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
+from hostsyncd.core.model import Container, Endpoint
+
+
+def cid(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+NET_A = Endpoint("a", cid("net:a"), "10.1.0.2")
+NET_A_NEW = Endpoint("a", cid("net:a"), "10.1.0.9")
+NET_B = Endpoint("b", cid("net:b"), "10.2.0.2", "fd00::2")
+DB = cid("db")
+
+
+def db(state: str = "running", *endpoints: Endpoint) -> Container:
+    return Container(id=DB, name="db", state=state, endpoints=endpoints)
+
+
+def seen(state: ObservedState, container_id: str = DB) -> Container | None:
+    return state.snapshot().by_id.get(container_id)
+
+
+def test_list_alone_is_the_snapshot() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A), Container(cid("x"), "x", "exited")], now=0)
+    snap = state.snapshot()
+    assert len(snap) == 2
+    assert snap.by_name["db"].endpoints == (NET_A,)
+    assert snap.by_name["x"].state == "exited"
+
+
+def test_connect_overrides_a_stale_list() -> None:
+    state = ObservedState()
+    state.listed([db("created")], now=0)
+    state.connected(DB, "db", NET_A, now=1)
+    got = seen(state)
+    assert got is not None
+    assert got.state == "running"
+    assert got.has_address
+    assert got.endpoints == (NET_A,)
+
+
+def test_connect_replaces_a_stale_address_on_the_same_network() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A, NET_B)], now=0)
+    state.connected(DB, "db", NET_A_NEW, now=1)
+    got = seen(state)
+    assert got is not None
+    assert got.endpoint("a") == NET_A_NEW
+    assert got.endpoint("b") == NET_B
+    assert len(got.endpoints) == 2
+
+
+def test_connect_keeps_paused_state() -> None:
+    state = ObservedState()
+    state.listed([db("paused", NET_A)], now=0)
+    state.connected(DB, "db", NET_B, now=1)
+    got = seen(state)
+    assert got is not None
+    assert got.state == "paused"
+
+
+def test_stopped_hides_addresses_at_once_even_if_the_list_says_running() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A, NET_B)], now=0)
+    assert seen(state).has_address  # type: ignore[union-attr]
+    state.stopped(DB, now=1)
+    got = seen(state)
+    assert got is not None
+    assert not got.has_address
+    assert not got.is_live
+    assert got.endpoints == ()
+    # a list taken before the container died (still running) does not bring them back
+    state.listed([db("running", NET_A, NET_B)], now=2)
+    got = seen(state)
+    assert got is not None
+    assert not got.has_address
+    assert got.endpoints == ()
+
+
+def test_a_list_that_agrees_drops_the_override() -> None:
+    state = ObservedState()
+    state.listed([db("created")], now=0)
+    state.connected(DB, "db", NET_A, now=1)
+    state.listed([db("running", NET_A)], now=2)
+    # The override is gone: a later list is believed as is, even a surprising one.
+    state.listed([db("created")], now=3)
+    got = seen(state)
+    assert got is not None
+    assert got.state == "created"
+    assert got.endpoints == ()
+
+
+def test_a_list_that_disagrees_keeps_the_override() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.connected(DB, "db", NET_A_NEW, now=1)
+    state.listed([db("running", NET_A)], now=2)  # still the old address: stale
+    assert seen(state).endpoint("a") == NET_A_NEW  # type: ignore[union-attr]
+
+
+def test_stopped_override_dropped_once_the_list_agrees() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.stopped(DB, now=1)
+    state.listed([db("exited")], now=2)
+    # the override is gone: a restart seen by the next list shows again
+    state.listed([db("running", NET_A_NEW)], now=3)
+    got = seen(state)
+    assert got is not None
+    assert got.state == "running"
+    assert got.endpoints == (NET_A_NEW,)
+
+
+def test_stopped_override_dropped_when_the_container_is_gone_from_the_list() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.stopped(DB, now=1)
+    state.listed([], now=2)
+    assert seen(state) is None
+
+
+def test_overrides_expire_after_the_ttl() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.connected(DB, "db", NET_A_NEW, now=10)
+    stale = [db("running", NET_A)]
+    state.listed(stale, now=10 + OVERRIDE_TTL - 1)
+    assert seen(state).endpoint("a") == NET_A_NEW  # type: ignore[union-attr]
+    state.listed(stale, now=10 + OVERRIDE_TTL + 1)
+    assert seen(state).endpoint("a") == NET_A  # type: ignore[union-attr]
+
+
+def test_stopped_override_expires_after_the_ttl() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.stopped(DB, now=5)
+    state.listed([db("running", NET_A)], now=5 + OVERRIDE_TTL - 1)
+    assert not seen(state).has_address  # type: ignore[union-attr]
+    state.listed([db("running", NET_A)], now=5 + OVERRIDE_TTL + 1)
+    assert seen(state).has_address  # type: ignore[union-attr]
+
+
+def test_a_newer_event_restarts_the_ttl() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.connected(DB, "db", NET_A_NEW, now=0)
+    state.connected(DB, "db", NET_A_NEW, now=OVERRIDE_TTL)
+    state.listed([db("running", NET_A)], now=OVERRIDE_TTL + 5)
+    assert seen(state).endpoint("a") == NET_A_NEW  # type: ignore[union-attr]
+
+
+def test_container_only_known_from_a_connect_appears_by_name() -> None:
+    state = ObservedState()
+    state.listed([], now=0)
+    new = cid("fresh")
+    state.connected(new, "fresh", NET_A, now=1)
+    snap = state.snapshot()
+    got = snap.by_name.get("fresh")
+    assert got is not None
+    assert got.id == new
+    assert got.has_address
+    assert got.endpoints == (NET_A,)
+
+
+def test_container_known_from_a_connect_without_name_gets_a_short_id() -> None:
+    state = ObservedState()
+    new = cid("fresh")
+    state.connected(new, "", NET_A, now=1)
+    got = state.snapshot().by_id[new]
+    assert got.name == new[:12]
+
+
+def test_disconnect_removes_that_network_only() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A, NET_B)], now=0)
+    state.disconnected(DB, NET_A.network_id, now=1)
+    got = seen(state)
+    assert got is not None
+    assert got.endpoints == (NET_B,)
+    assert got.state == "running"
+
+
+def test_disconnect_does_not_make_a_stopped_container_running() -> None:
+    """`docker network disconnect` works on a stopped container too, and Docker emits a
+    disconnect right after a container dies. Neither says the container runs."""
+    state = ObservedState()
+    state.listed([db("exited", Endpoint("a", cid("net:a")), Endpoint("b", cid("net:b")))], 0)
+    state.disconnected(DB, NET_A.network_id, now=1)
+    got = seen(state)
+    assert got is not None
+    assert got.state == "exited"
+    assert not got.has_address
+
+
+def test_connect_after_stop_shows_running_again() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.stopped(DB, now=1)
+    state.connected(DB, "db", NET_A_NEW, now=2)
+    got = seen(state)
+    assert got is not None
+    assert got.has_address
+    assert got.endpoint("a") == NET_A_NEW
+
+
+def test_snapshot_is_rebuilt_after_each_change() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    first = state.snapshot()
+    assert state.snapshot() is first
+    state.stopped(DB, now=1)
+    second = state.snapshot()
+    assert second is not first
+    assert not second.by_id[DB].has_address
+    state.listed([db("exited")], now=2)
+    assert state.snapshot() is not second
