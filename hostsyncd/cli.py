@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +15,9 @@ from hostsyncd.config import Config, ConfigError, default_path, load
 EXIT_CONFIG = 2
 EXIT_ENGINE = 3
 EXIT_WRITES = 4
+EXIT_NOT_RUNNING = 5
+
+CONFIG_HELP = "config file (default: $HOSTSYNCD_CONFIG, else /etc/hostsyncd/config.toml)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,39 +27,44 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hostsyncd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    config_help = "config file (default: $HOSTSYNCD_CONFIG, else /etc/hostsyncd/config.toml)"
-    for name, help_text in (
-        ("run", "run the daemon in the foreground"),
-        ("sync", "one full reconcile, then exit (non-zero if a write failed)"),
-    ):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--config", type=Path, default=None, help=config_help)
+    commands = {
+        "run": "run the daemon in the foreground",
+        "sync": "one full reconcile, then exit (non-zero if a write failed)",
+        "graph": "print the live link graph read from the engine",
+        "status": "show what the running daemon knows (from its state file)",
+    }
+    for name, help_text in commands.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("--config", type=Path, default=None, help=CONFIG_HELP)
+    sub.choices["graph"].add_argument("--format", choices=("text", "dot", "json"),
+                                      default="text")
+    sub.choices["status"].add_argument("--json", action="store_true", help="raw state as JSON")
     check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("file", type=Path, nargs="?", default=None)
+    check.add_argument("file", type=Path, nargs="?", default=None, help=CONFIG_HELP)
     return parser
-
-
-def _load(path: Path | None) -> Config:
-    return load(path or default_path())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path = getattr(args, "config", None) or getattr(args, "file", None)
+    path: Path = getattr(args, "config", None) or getattr(args, "file", None) or default_path()
     try:
-        config = _load(path)
+        config = load(path)
     except ConfigError as exc:
         print(f"hostsyncd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print(f"{path or default_path()}: OK")
+        print(f"{path}: OK")
         return 0
+    if args.command == "status":
+        return _status(config, args.json)
     hlog.configure(config.log.level, config.log.output)
     if args.command == "sync":
         return _sync(config)
+    if args.command == "graph":
+        return _graph(config, args.format)
     from hostsyncd.daemon import Daemon
 
-    return Daemon(config, reload_config=lambda: _load(path)).run()
+    return Daemon(config, reload_config=lambda: load(path)).run()
 
 
 def _sync(config: Config) -> int:
@@ -70,6 +79,55 @@ def _sync(config: Config) -> int:
         return EXIT_ENGINE
     log.info("sync done", written=written, failed=len(failed))
     return EXIT_WRITES if failed else 0
+
+
+def _graph(config: Config, fmt: str) -> int:
+    from hostsyncd import views
+    from hostsyncd.core.graph import Snapshot, plan_all
+    from hostsyncd.engine import Engine, EngineUnavailable
+
+    engine = Engine(config.docker.url, config.docker.api_timeout)
+    try:
+        snapshot = Snapshot(engine.list_containers())
+    except EngineUnavailable as exc:
+        print(f"hostsyncd: engine unreachable at {config.docker.url}: {exc}", file=sys.stderr)
+        return EXIT_ENGINE
+    finally:
+        engine.close()
+    plans = plan_all(snapshot, config.links.label, live_only=False).values()
+    render = {"text": views.graph_text, "dot": views.graph_dot, "json": views.graph_json}[fmt]
+    sys.stdout.write(render(plans))
+    return 0
+
+
+def _status(config: Config, raw: bool) -> int:
+    from hostsyncd import state, views
+
+    try:
+        data = state.read(config.daemon.state_file)
+    except (OSError, ValueError) as exc:
+        print(f"hostsyncd: no state from a running daemon at {config.daemon.state_file}: {exc}",
+              file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if not _alive(int(data.get("pid", 0))):
+        print(f"hostsyncd: the daemon that wrote {config.daemon.state_file} "
+              f"(pid {data.get('pid')}) is not running; showing its last state", file=sys.stderr)
+    sys.stdout.write(json.dumps(data, indent=1) + "\n" if raw else views.status_text(data))
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 if __name__ == "__main__":

@@ -57,7 +57,19 @@ class LogConfig(_Section):
     output: Literal["auto", "console", "json", "journald"] = "auto"
 
 
+class DaemonConfig(_Section):
+    state_file: Path = Path("/run/hostsyncd/state.json")
+
+    @field_validator("state_file")
+    @classmethod
+    def _absolute(cls, path: Path) -> Path:
+        if not path.is_absolute():
+            raise ValueError("must be an absolute path")
+        return path
+
+
 class Config(_Section):
+    daemon: DaemonConfig = DaemonConfig()
     docker: DockerConfig = DockerConfig()
     links: LinksConfig = LinksConfig()
     sync: SyncConfig = SyncConfig()

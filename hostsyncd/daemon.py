@@ -1,9 +1,10 @@
-"""Wiring: the event thread, the file watcher, signals, and the loop that decides *when*
-to reconcile. All the deciding of *what* lives in the reconciler and the core."""
+"""Wiring: the event thread, the file watcher, signals, sd_notify, and the loop that decides
+*when* to reconcile. All the deciding of *what* lives in the reconciler and the core."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import threading
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from hostsyncd import logging as hlog
+from hostsyncd import state
 from hostsyncd.config import Config, ConfigError
 from hostsyncd.engine import (
     Connected,
@@ -22,10 +25,15 @@ from hostsyncd.engine import (
     EngineUnavailable,
     EventReader,
 )
-from hostsyncd.logging import get_logger
+from hostsyncd.notify import Notifier
 from hostsyncd.reconcile import Drift, Reconciler
 from hostsyncd.watcher import HostsWatcher
 from hostsyncd.writer import HostsWriter
+
+# The state file and STATUS= follow changes at most this often: they are for people.
+STATE_INTERVAL = 1.0
+# An unexpected error is logged with its traceback at most this often per kind.
+ERROR_REPEAT_INTERVAL = 60.0
 
 
 class Signal(Enum):
@@ -43,20 +51,31 @@ class EngineLink:
 
 
 class Daemon:
-    def __init__(self, config: Config, reload_config: Callable[[], Config] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        reload_config: Callable[[], Config] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
         self.config = config
         self.reload_config = reload_config
-        self.log = get_logger()
+        self.notifier = notifier or Notifier()
+        self.log = hlog.get_logger()
         self.hints: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.engine_link = EngineLink()
-        self.reconciler = self._reconciler(config)
-        self.synced_once = threading.Event()
+        self.reconciler = Reconciler(
+            config,
+            Engine(config.docker.url, config.docker.api_timeout),
+            HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes),
+            self.log,
+        )
+        self.started = time.time()
+        self.ready = False
         self._next_resync = 0.0
-
-    def _reconciler(self, config: Config) -> Reconciler:
-        writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes)
-        engine = Engine(config.docker.url, config.docker.api_timeout)
-        return Reconciler(config, engine, writer, self.log)
+        self._next_ping = 0.0
+        self._next_state = 0.0
+        self._state_dirty = True
+        self._errors: dict[str, tuple[float, int]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -75,6 +94,7 @@ class Daemon:
         try:
             self._loop(watcher)
         finally:
+            self.notifier.stopping()
             reader.stop()
             watcher.stop()
             self.reconciler.engine.close()
@@ -94,24 +114,30 @@ class Daemon:
         while True:
             batch = self._next_batch()
             if Signal.STOP in batch:
+                self.log.info("stopping", reason="signal")
                 return
             try:
                 self._handle(batch)
             except EngineUnavailable as exc:
                 # The event thread notices too and reconnects; its Connected brings a resync.
                 self.reconciler.problems.add("engine", "call", f"engine call failed: {exc}")
+            except Exception as exc:  # noqa: BLE001 - the daemon serves everyone else on
+                self._unexpected(exc)
             watcher.watch_only(self.reconciler.watched)
+            self._tick()
 
     def _next_batch(self) -> list[object]:
         """Block until a hint or a timer is due, then take everything already queued, so a
         burst of events costs one pass."""
-        now = time.monotonic()
-        due = self._next_resync
+        due = min(self._next_resync, self._next_ping if self.notifier.watchdog_interval
+                  else float("inf"))
+        if self._state_dirty:
+            due = min(due, self._next_state)
         if self.reconciler.retry_due is not None:
             due = min(due, self.reconciler.retry_due)
         batch: list[object] = []
         with contextlib.suppress(queue.Empty):
-            batch.append(self.hints.get(timeout=max(0.0, due - now)))
+            batch.append(self.hints.get(timeout=max(0.0, due - time.monotonic())))
         while True:
             try:
                 batch.append(self.hints.get_nowait())
@@ -136,6 +162,7 @@ class Daemon:
                 self._reload()
                 resync = True
             elif hint is Signal.RESYNC:
+                self.log.warning("file events were lost; resyncing")
                 resync = True
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
@@ -149,6 +176,7 @@ class Daemon:
             if need_list and self.engine_link.connected:
                 self.reconciler.refresh()
             self.reconciler.reconcile()
+        self._state_dirty = True
 
     def _full_resync(self) -> None:
         self.reconciler.refresh()
@@ -157,7 +185,73 @@ class Daemon:
         self.reconciler.problems.clear("engine", "call")
         self.log.debug("full resync", dependents=len(self.reconciler.plans),
                        written=result.written, failed=len(result.failed))
-        self.synced_once.set()
+        if not self.ready:
+            self._become_ready()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        self._write_state()  # STATUS= before READY=1, so systemctl shows it at once
+        self.notifier.ready()
+        self.log.info("ready", dependents=len(self.reconciler.plans))
+
+    # -- timers: watchdog pings, state ----------------------------------------------------
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        interval = self.notifier.watchdog_interval
+        if interval and now >= self._next_ping:
+            # Pinged from this loop, so a hung loop stops the pings and systemd acts.
+            self.notifier.watchdog()
+            self._next_ping = now + interval
+        if self._state_dirty and now >= self._next_state:
+            self._write_state()
+
+    def _write_state(self) -> None:
+        self._state_dirty = False
+        self._next_state = time.monotonic() + STATE_INTERVAL
+        data = self.snapshot_state()
+        self.notifier.status(state.summary_line(data))
+        try:
+            state.write_atomically(self.config.daemon.state_file, data)
+        except OSError as exc:
+            self.reconciler.problems.add("daemon", "state", f"cannot write state file: {exc}")
+        else:
+            self.reconciler.problems.clear("daemon", "state")
+
+    def snapshot_state(self) -> dict[str, Any]:
+        rec = self.reconciler
+        plans = rec.plans
+        links = sum(len(p.links) for p in plans.values())
+        unresolved = sum(1 for p in plans.values() for link in p.links if link.problem)
+        return {
+            "pid": os.getpid(),
+            "started": self.started,
+            "updated": time.time(),
+            "ready": self.ready,
+            "engine": {
+                "url": self.config.docker.url,
+                "connected": self.engine_link.connected,
+                "version": self.engine_link.version,
+                "since": self.engine_link.since,
+                "reason": self.engine_link.reason,
+            },
+            "counts": {
+                "dependents": len(plans),
+                "links": links,
+                "unresolved": unresolved,
+                "invalid_specs": sum(len(p.errors) for p in plans.values()),
+                "writes": rec.writes,
+                "write_errors": rec.write_errors,
+                "watched_files": len(rec.watched),
+            },
+            "dependents": [
+                state.dependent_view(plan, rec.last_write.get(cid))
+                for cid, plan in sorted(plans.items(), key=lambda kv: kv[1].dependent.name)
+            ],
+            "recent_errors": list(rec.problems.recent),
+        }
+
+    # -- engine connection ----------------------------------------------------------------
 
     def _engine_up(self, hint: Connected) -> None:
         self.engine_link = EngineLink(True, hint.engine_version, time.time())
@@ -169,30 +263,53 @@ class Daemon:
             self.log.warning("engine unreachable, retrying", engine=self.config.docker.url,
                              reason=hint.reason)
             self.engine_link = EngineLink(False, "", time.time(), hint.reason)
+            self._next_state = 0.0
+        if not self.ready:
+            # Nothing can be synced without an engine, and waiting for one would make
+            # systemd kill the service at its start timeout: be ready, and say why.
+            self._become_ready()
+
+    # -- reload, errors -------------------------------------------------------------------
 
     def _reload(self) -> None:
         if self.reload_config is None:
             return
+        self.notifier.reloading()
         try:
             new = self.reload_config()
         except ConfigError as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
+        else:
+            if new.docker != self.config.docker:
+                self.log.warning("[docker] changes take effect after a restart")
+                new = new.model_copy(update={"docker": self.config.docker})
+            self.config = new
+            self.reconciler.config = new
+            self.reconciler.writer.max_bytes = new.sync.max_hosts_bytes
+            hlog.configure(new.log.level, new.log.output)
+            self.log = self.reconciler.log = self.reconciler.problems.log = hlog.get_logger()
+            self.log.info("config reloaded")
+        self.notifier.ready()
+
+    def _unexpected(self, exc: Exception) -> None:
+        """Log a bug once with its traceback, then at most once a minute with a count."""
+        key = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        last, suppressed = self._errors.get(key, (float("-inf"), 0))
+        if now - last < ERROR_REPEAT_INTERVAL:
+            self._errors[key] = (last, suppressed + 1)
             return
-        if new.docker != self.config.docker:
-            self.log.warning("[docker] changes take effect after a restart")
-            new = new.model_copy(update={"docker": self.config.docker})
-        self.config = new
-        self.reconciler.config = new
-        self.reconciler.writer.max_bytes = new.sync.max_hosts_bytes
-        self.log.info("config reloaded")
+        self._errors[key] = (now, 0)
+        self.log.error("unexpected error; carrying on", error=key, repeated=suppressed,
+                       exc_info=exc)
+        self.reconciler.problems.note_error(key)
 
 
-def run_once(config: Config) -> tuple[int, Any]:
+def run_once(config: Config) -> tuple[int, list[str]]:
     """`hostsyncd sync`: one full reconcile. Returns (writes, failed container ids)."""
-    log = get_logger()
     engine = Engine(config.docker.url, config.docker.api_timeout)
     writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes)
-    reconciler = Reconciler(config, engine, writer, log)
+    reconciler = Reconciler(config, engine, writer, hlog.get_logger())
     try:
         reconciler.refresh()
         result = reconciler.reconcile(verify_all=True)

@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import Any
+
+RECENT = 20
 
 
 class ProblemLog:
     def __init__(self, log: Any) -> None:
-        self._log = log
+        self.log = log
         self._active: dict[str, dict[str, str]] = {}
+        # The last warnings and errors, for `hostsyncd status`.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
 
-    def set(
-        self,
-        subject: str,
-        current: dict[str, str],
-        level: str = "warning",
-        **fields: Any,
-    ) -> None:
+    def set(self, subject: str, current: dict[str, str], level: str = "warning",
+            **fields: Any) -> None:
         """Replace the subject's problems (key -> message), logging only the new ones."""
         before = self._active.get(subject, {})
         for key, message in current.items():
             if before.get(key) != message:
-                getattr(self._log, level)(message, **fields)
+                self._say(level, message, fields)
         for key in before.keys() - current.keys():
-            self._log.info("problem resolved", problem=before[key], **fields)
+            self.log.info("problem resolved", problem=before[key], **fields)
         if current:
             self._active[subject] = dict(current)
         else:
@@ -34,16 +35,26 @@ class ProblemLog:
         """One more problem for the subject, leaving its others as they are."""
         current = self._active.get(subject, {})
         if current.get(key) != message:
-            getattr(self._log, level)(message, **fields)
+            self._say(level, message, fields)
             self._active.setdefault(subject, {})[key] = message
 
     def clear(self, subject: str, key: str, **fields: Any) -> None:
         message = self._active.get(subject, {}).pop(key, None)
         if message is not None:
-            self._log.info("problem resolved", problem=message, **fields)
+            self.log.info("problem resolved", problem=message, **fields)
 
     def forget(self, subject: str) -> None:
         self._active.pop(subject, None)
 
     def active(self) -> dict[str, dict[str, str]]:
         return {subject: dict(found) for subject, found in self._active.items()}
+
+    def note_error(self, message: str, **fields: Any) -> None:
+        """Remember an error that was logged elsewhere."""
+        self.recent.append({"at": time.time(), "level": "error", "message": message, **fields})
+
+    def _say(self, level: str, message: str, fields: dict[str, Any]) -> None:
+        getattr(self.log, level)(message, **fields)
+        if level in ("warning", "error"):
+            self.recent.append({"at": time.time(), "level": level, "message": message,
+                                "container": fields.get("container_name", "")})

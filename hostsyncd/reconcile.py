@@ -59,6 +59,8 @@ class Reconciler:
         self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
         self.problems = ProblemLog(log)
+        self.writes = 0
+        self.write_errors = 0
         self._applied: dict[str, tuple[Resolution, ...]] = {}
         self._dirty: set[str] = set()
         self.retry_due: float | None = None
@@ -165,6 +167,7 @@ class Reconciler:
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
+            self.write_errors += 1
             self.problems.add(f"{dep.id}/file", "write", exc.reason, level="error", **fields)
             return None
         self.problems.clear(f"{dep.id}/file", "write", **fields)
@@ -175,6 +178,7 @@ class Reconciler:
                               **fields)
         if not result.changed:
             return False
+        self.writes += 1
         added, removed = _diff(block_lines(result.before), block_lines(result.after))
         self.last_write[dep.id] = LastWrite(time.time(), added, removed)
         self.log.info("hosts file updated", added=added, removed=removed, **fields)

@@ -213,11 +213,11 @@ def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[s
     return waiting
 
 
-def plan_all(snapshot: Snapshot, label: str) -> dict[str, DependentPlan]:
-    """Plans for every live dependent, by container id."""
+def plan_all(snapshot: Snapshot, label: str, live_only: bool = True) -> dict[str, DependentPlan]:
+    """Plans for every (live) dependent, by container id."""
     plans = {}
     for container in snapshot:
-        if container.is_live and label in container.labels:
+        if (container.is_live or not live_only) and label in container.labels:
             found = plan(snapshot, container, label)
             if found is not None:
                 plans[container.id] = found
