@@ -71,6 +71,7 @@ class Daemon:
         )
         self.started = time.time()
         self.ready = False
+        self.resyncs = 0
         self._next_resync = 0.0
         self._next_ping = 0.0
         self._next_state = 0.0
@@ -179,12 +180,22 @@ class Daemon:
         self._state_dirty = True
 
     def _full_resync(self) -> None:
+        wall, cpu, calls = time.perf_counter(), time.process_time(), self.reconciler.engine.calls
         self.reconciler.refresh()
         result = self.reconciler.reconcile(verify_all=True)
         self._next_resync = time.monotonic() + self.config.sync.resync_interval
         self.reconciler.problems.clear("engine", "call")
-        self.log.debug("full resync", dependents=len(self.reconciler.plans),
-                       written=result.written, failed=len(result.failed))
+        self.resyncs += 1
+        self.log.debug(
+            "full resync",
+            containers=len(self.reconciler.observed.snapshot()),
+            dependents=len(self.reconciler.plans),
+            written=result.written,
+            failed=len(result.failed),
+            api_calls=self.reconciler.engine.calls - calls,
+            wall_ms=round((time.perf_counter() - wall) * 1000, 3),
+            cpu_ms=round((time.process_time() - cpu) * 1000, 3),
+        )
         if not self.ready:
             self._become_ready()
 
@@ -243,6 +254,8 @@ class Daemon:
                 "writes": rec.writes,
                 "write_errors": rec.write_errors,
                 "watched_files": len(rec.watched),
+                "engine_api_calls": rec.engine.calls,
+                "full_resyncs": self.resyncs,
             },
             "dependents": [
                 state.dependent_view(plan, rec.last_write.get(cid))

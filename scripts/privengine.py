@@ -27,9 +27,13 @@ Beyond the basic recipe:
 
 CLI::
 
-    python3 scripts/privengine.py start  --root DIR [--bridge B --cidr C]
+    python3 scripts/privengine.py start  --root DIR [--bridge B --cidr C] [--image TAG]
     python3 scripts/privengine.py stop   --root DIR
     python3 scripts/privengine.py status --root DIR
+
+`start` prints `DOCKER_HOST=...` and `CONTAINERS_ROOT=...` lines (for `eval`). Without
+--bridge/--cidr the CLI uses what the engine at that root was last started with (kept in
+<root>/engine.json), else hsdtest0 and 10.231.0.1/24.
 """
 
 from __future__ import annotations
@@ -134,7 +138,10 @@ def _terminate(pid: int, timeout: float) -> None:
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise EngineError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc
 
 
 class PrivateEngine:
@@ -152,6 +159,19 @@ class PrivateEngine:
         self.pidfile = self.root / "docker.pid"
         self.logfile = self.root / "dockerd.log"
         self._lockfile = self.root / "engine.lock"
+        # What the last start used, so the CLI can stop/restart without repeating it.
+        self.settings_file = self.root / "engine.json"
+
+    @staticmethod
+    def saved_settings(root: Path) -> dict[str, str]:
+        """The bridge and cidr the engine at root was last started with ({} if never)."""
+        try:
+            data = json.loads((Path(root).absolute() / "engine.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return (
+            {k: v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+        )
 
     # -- queries ----------------------------------------------------------------------
 
@@ -363,6 +383,8 @@ class PrivateEngine:
         for path in (self.root, self.data_root, self.exec_root):
             path.mkdir(parents=True, exist_ok=True)
         cmd = self._command()
+        settings = {"bridge": self.bridge, "cidr": self.cidr, "exec_root": str(self.exec_root)}
+        self.settings_file.write_text(json.dumps(settings) + "\n")
         with self.logfile.open("ab") as log:
             log.write(f"\n=== {time.strftime('%F %T')} starting: {' '.join(cmd)}\n".encode())
             log.flush()
@@ -466,13 +488,22 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--root", type=Path, default=DEFAULT_ROOT)
-        p.add_argument("--bridge", default=DEFAULT_BRIDGE)
-        p.add_argument("--cidr", default=DEFAULT_CIDR)
+        p.add_argument(
+            "--bridge", help=f"default: the last one used for this root, else {DEFAULT_BRIDGE}"
+        )
+        p.add_argument(
+            "--cidr", help=f"default: the last one used for this root, else {DEFAULT_CIDR}"
+        )
         if name == "start":
             p.add_argument("--image", default=DEFAULT_IMAGE)
     args = parser.parse_args(argv)
     try:
-        engine = PrivateEngine(args.root, args.bridge, args.cidr)
+        saved = PrivateEngine.saved_settings(args.root)
+        engine = PrivateEngine(
+            args.root,
+            args.bridge or saved.get("bridge", DEFAULT_BRIDGE),
+            args.cidr or saved.get("cidr", DEFAULT_CIDR),
+        )
         if args.command == "start":
             engine.ensure_running()
             engine.ensure_image(args.image)

@@ -98,7 +98,7 @@ def wait_until(
     while True:
         try:
             last = fn()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported below
             last = exc
         else:
             if last:
@@ -132,7 +132,7 @@ def engine() -> Any:
     try:
         eng.ensure_running()
         eng.ensure_image()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
         pytest.fail(
             f"private Docker engine at {root} is unavailable: {exc}\n"
             f"--- tail of {eng.logfile} ---\n{eng.log_tail()}",

@@ -22,9 +22,7 @@ def test_dependent_started_before_its_target(containers, daemon, wait_until):
     assert d.alive()
 
 
-def test_target_removed_and_recreated_under_the_same_name(
-    containers, networks, daemon, wait_until
-):
+def test_target_removed_and_recreated_under_the_same_name(containers, networks, daemon, wait_until):
     net = networks.create("n")
     db = containers.run("db", "--ip", net.addr(10), network=net.name)
     web = containers.run("web", labels={LINKS: db}, network=net.name)

@@ -58,9 +58,7 @@ def test_network_choice_shared_first_by_name_and_pinned(containers, networks, da
     # Several shared networks: the first shared one by name.
     wait_until(block_is(containers.hosts_path(both), [line(ip_a, db)]))
     # @network pins the network, shared or not.
-    wait_until(
-        block_is(containers.hosts_path(pinned), [line(ip_b, db), line(ip_a, "viaa", db)])
-    )
+    wait_until(block_is(containers.hosts_path(pinned), [line(ip_b, db), line(ip_a, "viaa", db)]))
 
 
 def test_ipv6_address_gets_its_own_line(containers, networks, daemon, wait_until):
@@ -118,9 +116,7 @@ def test_invalid_specs_skipped_and_reported_once(containers, daemon, wait_until)
     assert d.alive()
 
 
-def test_compose_service_takes_precedence_and_every_replica_counts(
-    containers, daemon, wait_until
-):
+def test_compose_service_takes_precedence_and_every_replica_counts(containers, daemon, wait_until):
     p = containers.prefix
     service = f"{p}api"
 

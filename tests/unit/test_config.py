@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from hostsyncd.config import ENV_VAR, Config, ConfigError, default_path, load
 
@@ -180,7 +181,7 @@ def test_default_path_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 def test_config_is_frozen() -> None:
     cfg = Config()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its own ValidationError
+    with pytest.raises(ValidationError):
         cfg.links.label = "x"  # type: ignore[misc]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
-from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
 from hostsyncd.core.model import Container, Endpoint
+from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
 
 
 def cid(name: str) -> str:
