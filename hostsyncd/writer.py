@@ -1,10 +1,10 @@
 """The only code that touches hosts files.
 
 Docker bind-mounts `<containers_root>/<id>/hosts` into the container as a single file, so
-the inode must never change: every write is in place. The new bytes are written over the
-old ones, padded with newlines (ignored by resolvers) to at least the old length, and only
-then is the file truncated. A reader therefore sees the old content, the new content, or the
-new content followed by blank lines; never an empty or half-written file.
+the inode must never change: every write is in place. A file that grows is first extended
+with newlines (ignored by resolvers); then the bytes that differ are written over the old
+ones, padded with newlines to the old length; only then is the file truncated. A reader
+therefore never sees an empty file or one that ends early.
 """
 
 from __future__ import annotations
@@ -139,14 +139,25 @@ class HostsWriter:
         return b"".join(chunks)
 
     def _write_in_place(self, fd: int, container_id: str, before: bytes, after: bytes) -> None:
-        padded = after + b"\n" * (len(before) - len(after))
+        """Grow first (with blank lines), then overwrite only the bytes that differ, then
+        shrink. A reader never sees the file end early or go empty. The kernel copies a
+        write into the page cache without excluding readers, so one that races the
+        overwrite itself may see a mix of old and new bytes in the changed region: keeping
+        that region to the bytes that really differ keeps the window to microseconds."""
+        grow = len(after) - len(before)
+        current = before
         try:
-            if len(after) > len(before):
+            if grow > 0:
                 _reserve(fd, len(after))
+                _pwrite_all(fd, b"\n" * grow, len(before))
+                current = before + b"\n" * grow
         except OSError as exc:
+            _restore(fd, before)
             raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+        padded = after + b"\n" * (len(current) - len(after))
+        start, end = _changed_span(current, padded)
         try:
-            _pwrite_all(fd, padded)
+            _pwrite_all(fd, padded[start:end], start)
             if len(padded) > len(after):
                 os.ftruncate(fd, len(after))
         except OSError as exc:
@@ -154,11 +165,27 @@ class HostsWriter:
             raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
 
 
-def _pwrite_all(fd: int, data: bytes) -> None:
+def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:
+    """[start, end) of the bytes that differ between two strings of equal length."""
+    size = len(old)
+    start = 0
+    while start < size and old[start : start + 4096] == new[start : start + 4096]:
+        start += 4096  # whole pages compare in C; the byte loops below stay short
+    while start < size and old[start] == new[start]:
+        start += 1
+    end = size
+    while end - 4096 > start and old[end - 4096 : end] == new[end - 4096 : end]:
+        end -= 4096
+    while end > start and old[end - 1] == new[end - 1]:
+        end -= 1
+    return min(start, size), end
+
+
+def _pwrite_all(fd: int, data: bytes, at: int = 0) -> None:
     view = memoryview(data)
-    offset = 0
-    while offset < len(data):
-        offset += os.pwrite(fd, view[offset:], offset)
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, view[done:], at + done)
 
 
 def _reserve(fd: int, length: int) -> None:

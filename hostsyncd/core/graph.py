@@ -141,6 +141,9 @@ def _previous_lines(previous: Sequence[bytes], alias: str) -> list[HostLine]:
         ip, _, rest = raw.partition(b"\t")
         try:
             text_ip = ip.decode("ascii")
+            # No zone ids ("fe80::1%eth0"): ipaddress accepts anything after the '%'.
+            if "%" in text_ip:
+                continue
             ipaddress.ip_address(text_ip)
             names = tuple(rest.decode("ascii").split(" "))
         except ValueError:

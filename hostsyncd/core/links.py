@@ -83,7 +83,12 @@ def parse_links(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]
     errors: list[SpecError] = []
     if len(value) > MAX_LABEL_CHARS:
         errors.append(SpecError(value[:40] + "...", f"label longer than {MAX_LABEL_CHARS} chars"))
-        value = value[:MAX_LABEL_CHARS]
+        cut = value[:MAX_LABEL_CHARS]
+        if not _SEPARATORS.match(value, MAX_LABEL_CHARS):
+            # The cut fell inside a spec: drop that piece rather than link to a prefix of it.
+            cut = _SEPARATORS.split(cut)
+            cut = " ".join(cut[:-1])
+        value = cut
     specs: dict[LinkSpec, None] = {}
     for token in _SEPARATORS.split(value):
         if not token:

@@ -110,7 +110,9 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
             endpoints.pop(network_id, None)
         else:
             endpoints[network_id] = endpoint
-    state = base.state if base.state in ("running", "paused") else "running"
+    # A connect means the container is starting; a disconnect alone says nothing about it.
+    started = any(ep is not None for ep in override.endpoints.values())
+    state = "running" if started and not base.has_address else base.state
     ordered = tuple(sorted(endpoints.values(), key=lambda ep: ep.network))
     return replace(base, state=state, endpoints=ordered)
 

@@ -119,6 +119,12 @@ def test_several_blocks_are_all_stripped() -> None:
     assert marker_lines(merged, BEGIN) == 1
 
 
+def test_a_begin_inside_a_block_does_not_end_it() -> None:
+    # Everything from a BEGIN line to the next END line is the block, forged BEGINs included.
+    content = b"a\n" + BEGIN + b"\nin1\n" + BEGIN + b"\nin2\n" + END + b"\nb\n"
+    assert strip_block(content) == b"a\nb\n"
+
+
 def test_marker_not_at_line_start_is_plain_content() -> None:
     content = b"10.0.0.1 x " + BEGIN + b"\n  " + END + b"\n"
     assert strip_block(content) == content

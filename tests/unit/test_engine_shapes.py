@@ -1,0 +1,232 @@
+"""Docker Engine API shapes to core records: the pure half of hostsyncd.engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hostsyncd.core.model import Container, Endpoint
+from hostsyncd.engine import EngineEvent, container_from_list, event_from_raw
+
+CID = "a1" * 32
+NET_ID = "b2" * 32
+NET2_ID = "c3" * 32
+
+
+def listed(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "Id": CID,
+        "Names": ["/db"],
+        "Image": "mysql:8",
+        "State": "running",
+        "Status": "Up 2 minutes",
+        "Labels": {"hostsyncd.links": "cache:c", "com.docker.compose.project": "p"},
+        "HostConfig": {"NetworkMode": "backend"},
+        "NetworkSettings": {
+            "Networks": {
+                "frontend": {
+                    "NetworkID": NET2_ID,
+                    "IPAddress": "10.1.0.2",
+                    "GlobalIPv6Address": "",
+                    "IPPrefixLen": 16,
+                },
+                "backend": {
+                    "NetworkID": NET_ID,
+                    "IPAddress": "10.2.0.2",
+                    "GlobalIPv6Address": "fd00::2",
+                    "LinkLocalIPv6Address": "fe80::1",
+                },
+            }
+        },
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_full_list_entry() -> None:
+    c = container_from_list(listed())
+    assert isinstance(c, Container)
+    assert c.id == CID
+    assert c.name == "db"
+    assert c.state == "running"
+    assert dict(c.labels) == {"hostsyncd.links": "cache:c", "com.docker.compose.project": "p"}
+    assert c.compose_project == "p"
+    assert c.network_mode == "backend"
+    assert c.endpoints == (
+        Endpoint("backend", NET_ID, "10.2.0.2", "fd00::2"),
+        Endpoint("frontend", NET2_ID, "10.1.0.2", ""),
+    )
+    # the link-local address is never used
+    assert all("fe80" not in ep.ipv6 for ep in c.endpoints)
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["/web/db", "/db"], "db"),
+        (["/db", "/web/db"], "db"),
+        (["/a/db", "/b/db", "/db"], "db"),
+        (["/db"], "db"),
+        (["db"], "db"),
+        (["/web/db"], "web/db"),
+    ],
+)
+def test_name_is_the_one_without_an_inner_slash(names: list[str], expected: str) -> None:
+    assert container_from_list(listed(Names=names)).name == expected
+
+
+@pytest.mark.parametrize("names", [None, []])
+def test_no_names_falls_back_to_short_id(names: list[str] | None) -> None:
+    assert container_from_list(listed(Names=names)).name == CID[:12]
+
+
+def test_host_and_container_network_modes() -> None:
+    assert container_from_list(listed(HostConfig={"NetworkMode": "host"})).network_mode == "host"
+    mode = f"container:{'d4' * 32}"
+    assert container_from_list(listed(HostConfig={"NetworkMode": mode})).network_mode == mode
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        {"Labels": None},
+        {"HostConfig": None},
+        {"HostConfig": {}},
+        {"NetworkSettings": None},
+        {"NetworkSettings": {}},
+        {"NetworkSettings": {"Networks": None}},
+        {"NetworkSettings": {"Networks": {}}},
+        {"State": None},
+    ],
+)
+def test_missing_or_none_fields_are_tolerated(missing: dict[str, Any]) -> None:
+    c = container_from_list(listed(**missing))
+    assert c.id == CID
+    assert c.name == "db"
+
+
+def test_bare_minimum_entry() -> None:
+    c = container_from_list({"Id": CID})
+    assert c == Container(id=CID, name=CID[:12], state="")
+    assert c.endpoints == ()
+    assert dict(c.labels) == {}
+    assert c.network_mode == ""
+
+
+def test_network_with_missing_or_none_fields() -> None:
+    c = container_from_list(
+        listed(
+            NetworkSettings={
+                "Networks": {
+                    "n1": {"NetworkID": None, "IPAddress": None, "GlobalIPv6Address": None},
+                    "n2": {},
+                    "n3": None,
+                }
+            }
+        )
+    )
+    assert c.endpoints == (Endpoint("n1", "", "", ""), Endpoint("n2", "", "", ""))
+
+
+def test_exited_container_keeps_state_but_has_no_address() -> None:
+    c = container_from_list(
+        listed(
+            State="exited",
+            NetworkSettings={"Networks": {"n": {"NetworkID": NET_ID, "IPAddress": ""}}},
+        )
+    )
+    assert c.state == "exited"
+    assert not c.has_address
+    assert c.endpoints == (Endpoint("n", NET_ID, "", ""),)
+
+
+def test_labels_are_read_only() -> None:
+    c = container_from_list(listed())
+    with pytest.raises(TypeError):
+        c.labels["x"] = "y"  # type: ignore[index]
+
+
+# --- events -----------------------------------------------------------------------------
+
+
+def test_container_event() -> None:
+    ev = event_from_raw(
+        {
+            "Type": "container",
+            "Action": "start",
+            "Actor": {"ID": CID, "Attributes": {"name": "db", "image": "mysql"}},
+            "scope": "local",
+            "time": 1700000000,
+            "timeNano": 1700000000123456789,
+        }
+    )
+    assert ev == EngineEvent(
+        "container", "start", CID, "", ev.attributes if ev else {}, 1700000000123456789
+    )
+    assert ev is not None
+    assert ev.container_name == "db"
+    assert dict(ev.attributes) == {"name": "db", "image": "mysql"}
+
+
+def test_network_event() -> None:
+    ev = event_from_raw(
+        {
+            "Type": "network",
+            "Action": "connect",
+            "Actor": {"ID": NET_ID, "Attributes": {"container": CID, "name": "backend",
+                                                   "type": "bridge"}},
+            "timeNano": 5,
+        }
+    )
+    assert ev is not None
+    assert ev.type == "network"
+    assert ev.action == "connect"
+    assert ev.container_id == CID
+    assert ev.network_id == NET_ID
+    assert ev.time_nano == 5
+    # a network event's "name" is the network's, not the container's
+    assert ev.container_name == ""
+
+
+def test_network_disconnect_event() -> None:
+    ev = event_from_raw(
+        {"Type": "network", "Action": "disconnect",
+         "Actor": {"ID": NET_ID, "Attributes": {"container": CID}}}
+    )
+    assert ev is not None
+    assert (ev.type, ev.action, ev.container_id, ev.network_id) == (
+        "network", "disconnect", CID, NET_ID
+    )
+
+
+@pytest.mark.parametrize(
+    ("action", "verb"),
+    [
+        ("exec_start: sh -c 'echo hi'", "exec_start"),
+        ("health_status: healthy", "health_status"),
+        ("exec_create: /bin/true", "exec_create"),
+        ("die", "die"),
+        ("", ""),
+    ],
+)
+def test_action_colon_suffix_is_dropped(action: str, verb: str) -> None:
+    ev = event_from_raw({"Type": "container", "Action": action, "Actor": {"ID": CID}})
+    assert ev is not None
+    assert ev.action == verb
+
+
+@pytest.mark.parametrize("kind", ["image", "volume", "daemon", "plugin", None, ""])
+def test_other_event_types_are_ignored(kind: str | None) -> None:
+    assert event_from_raw({"Type": kind, "Action": "create", "Actor": {"ID": "x"}}) is None
+
+
+def test_event_with_missing_parts() -> None:
+    ev = event_from_raw({"Type": "container", "Action": "destroy"})
+    assert ev is not None
+    assert ev.container_id == ""
+    assert ev.time_nano == 0
+    assert ev.container_name == ""
+    ev = event_from_raw({"Type": "network", "Action": "connect", "Actor": {"Attributes": None}})
+    assert ev is not None
+    assert (ev.container_id, ev.network_id) == ("", "")

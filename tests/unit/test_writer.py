@@ -1,0 +1,372 @@
+"""The in-place hosts file writer, on a tmp dir standing in for containers_root."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
+
+CID = "0123456789abcdef" * 4
+OTHER = "fedcba9876543210" * 4
+BASE = (
+    b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    b"172.17.0.3\t0123456789ab\n"
+)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "containers"
+    root.mkdir()
+    return root
+
+
+def make_hosts(root: Path, container_id: str = CID, content: bytes = BASE) -> Path:
+    (root / container_id).mkdir(exist_ok=True)
+    path = root / container_id / "hosts"
+    path.write_bytes(content)
+    return path
+
+
+def to(content: bytes):
+    return lambda _before: content
+
+
+def test_read(root: Path) -> None:
+    make_hosts(root)
+    assert HostsWriter(root).read(CID) == BASE
+
+
+def test_path(root: Path) -> None:
+    assert HostsWriter(root).path(CID) == root / CID / "hosts"
+
+
+def test_update_writes_in_place(root: Path) -> None:
+    path = make_hosts(root)
+    inode = path.stat().st_ino
+    new = BASE + b"10.0.0.2\tdb\n"
+    seen: list[bytes] = []
+
+    def transform(before: bytes) -> bytes:
+        seen.append(before)
+        return new
+
+    result = HostsWriter(root).update(CID, transform)
+    assert seen == [BASE]
+    assert result == WriteResult(BASE, new)
+    assert result.changed
+    assert path.read_bytes() == new
+    assert path.stat().st_ino == inode
+    assert sorted(p.name for p in (root / CID).iterdir()) == ["hosts"]  # no temp files
+
+
+def test_no_write_when_content_unchanged(root: Path) -> None:
+    path = make_hosts(root)
+    before = path.stat()
+    time.sleep(0.05)  # far above the file system's timestamp granularity
+    result = HostsWriter(root).update(CID, lambda content: bytes(content))
+    after = path.stat()
+    assert not result.changed
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    assert path.read_bytes() == BASE
+    # Control: the same wait followed by a real change does move the timestamps, so the
+    # check above can fail.
+    time.sleep(0.05)
+    HostsWriter(root).update(CID, to(BASE + b"x\n"))
+    assert path.stat().st_mtime_ns != before.st_mtime_ns
+
+
+def test_shrinking_leaves_no_stale_bytes(root: Path) -> None:
+    long = BASE + b"".join(b"10.0.0.%d\thost%d\n" % (i, i) for i in range(50))
+    path = make_hosts(root, content=long)
+    inode = path.stat().st_ino
+    HostsWriter(root).update(CID, to(b"short\n"))
+    assert path.read_bytes() == b"short\n"
+    assert path.stat().st_size == len(b"short\n")
+    assert path.stat().st_ino == inode
+
+
+def test_shrinking_to_nothing(root: Path) -> None:
+    path = make_hosts(root)
+    HostsWriter(root).update(CID, to(b""))
+    assert path.read_bytes() == b""
+
+
+def test_growing(root: Path) -> None:
+    path = make_hosts(root, content=b"")
+    big = b"".join(b"10.0.%d.%d\th%d\n" % (i // 250, i % 250, i) for i in range(3000))
+    HostsWriter(root).update(CID, to(big))
+    assert path.read_bytes() == big
+
+
+def test_symlinked_hosts_file_is_refused(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"secret\n")
+    (root / CID).mkdir()
+    (root / CID / "hosts").symlink_to(outside)
+    writer = HostsWriter(root)
+    with pytest.raises(HostsFileError) as info:
+        writer.update(CID, to(b"pwned\n"))
+    assert not isinstance(info.value, HostsFileGone)
+    assert "symlink" in info.value.reason
+    with pytest.raises(HostsFileError):
+        writer.read(CID)
+    assert outside.read_bytes() == b"secret\n"
+
+
+def test_symlinked_container_directory_is_refused(root: Path, tmp_path: Path) -> None:
+    outside_dir = tmp_path / "elsewhere"
+    outside_dir.mkdir()
+    (outside_dir / "hosts").write_bytes(b"secret\n")
+    (root / CID).symlink_to(outside_dir, target_is_directory=True)
+    writer = HostsWriter(root)
+    with pytest.raises(HostsFileError) as info:
+        writer.update(CID, to(b"pwned\n"))
+    assert not isinstance(info.value, HostsFileGone)
+    with pytest.raises(HostsFileError):
+        writer.read(CID)
+    assert (outside_dir / "hosts").read_bytes() == b"secret\n"
+
+
+def test_dangling_symlink_is_refused_not_created(root: Path, tmp_path: Path) -> None:
+    target = tmp_path / "would-be-created"
+    (root / CID).mkdir()
+    (root / CID / "hosts").symlink_to(target)
+    with pytest.raises(HostsFileError):
+        HostsWriter(root).update(CID, to(b"x\n"))
+    assert not target.exists()
+
+
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "../x",
+        "..",
+        ".",
+        "",
+        CID.upper(),
+        CID[:-1],
+        CID + "0",
+        "g" * 64,
+        "../" + CID[3:],
+        CID[:32] + "/" + CID[33:],
+        CID + "\n",
+        "/" + CID[1:],
+    ],
+)
+def test_bad_container_ids_are_refused(root: Path, tmp_path: Path, bad_id: str) -> None:
+    # Something to find should the id be used as a path.
+    (tmp_path / "hosts").write_bytes(b"secret\n")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "hosts").write_bytes(b"secret\n")
+    make_hosts(root)
+    writer = HostsWriter(root)
+    calls: list[bytes] = []
+    with pytest.raises(HostsFileError) as info:
+        writer.update(bad_id, lambda before: calls.append(before) or b"pwned\n")
+    assert not isinstance(info.value, HostsFileGone)
+    with pytest.raises(HostsFileError):
+        writer.read(bad_id)
+    assert calls == []
+    assert (tmp_path / "hosts").read_bytes() == b"secret\n"
+    assert (tmp_path / "x" / "hosts").read_bytes() == b"secret\n"
+    assert (root / CID / "hosts").read_bytes() == BASE
+
+
+def test_file_larger_than_max_bytes_is_refused_without_reading_it_all(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    max_bytes = 4096
+    path = make_hosts(root, content=b"")
+    with path.open("r+b") as f:
+        f.truncate(64 << 20)  # sparse: costs no disk
+    read = [0]
+    real_pread = os.pread
+
+    def counting_pread(fd: int, n: int, offset: int) -> bytes:
+        data = real_pread(fd, n, offset)
+        read[0] += len(data)
+        return data
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    writer = HostsWriter(root, max_bytes=max_bytes)
+    calls: list[bytes] = []
+    with pytest.raises(HostsFileError) as info:
+        writer.update(CID, lambda before: calls.append(before) or b"x\n")
+    assert "larger" in info.value.reason
+    with pytest.raises(HostsFileError):
+        writer.read(CID)
+    assert calls == []
+    assert 0 < read[0] <= 2 * (max_bytes + 1)
+    assert path.stat().st_size == 64 << 20
+
+
+def test_file_at_max_bytes_is_fine(root: Path) -> None:
+    content = b"#" * 4095 + b"\n"
+    make_hosts(root, content=content)
+    assert HostsWriter(root, max_bytes=4096).read(CID) == content
+
+
+def test_missing_hosts_file_is_gone(root: Path) -> None:
+    (root / CID).mkdir()
+    writer = HostsWriter(root)
+    with pytest.raises(HostsFileGone):
+        writer.read(CID)
+    with pytest.raises(HostsFileGone):
+        writer.update(CID, to(b"x\n"))
+    assert not (root / CID / "hosts").exists()  # not created
+
+
+def test_missing_container_directory_is_gone(root: Path) -> None:
+    with pytest.raises(HostsFileGone):
+        HostsWriter(root).update(OTHER, to(b"x\n"))
+    assert not (root / OTHER).exists()
+
+
+def test_missing_root_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(HostsFileError):
+        HostsWriter(tmp_path / "nope").read(CID)
+
+
+def test_hard_linked_hosts_file_is_refused(root: Path, tmp_path: Path) -> None:
+    path = make_hosts(root)
+    os.link(path, tmp_path / "hardlink")
+    with pytest.raises(HostsFileError) as info:
+        HostsWriter(root).update(CID, to(b"pwned\n"))
+    assert not isinstance(info.value, HostsFileGone)
+    assert (tmp_path / "hardlink").read_bytes() == BASE
+
+
+def test_fifo_hosts_file_is_refused_without_blocking(root: Path) -> None:
+    (root / CID).mkdir()
+    os.mkfifo(root / CID / "hosts")
+    with pytest.raises(HostsFileError):
+        HostsWriter(root).read(CID)
+
+
+def test_directory_hosts_file_is_refused(root: Path) -> None:
+    (root / CID / "hosts").mkdir(parents=True)
+    with pytest.raises(HostsFileError):
+        HostsWriter(root).update(CID, to(b"x\n"))
+
+
+def test_error_carries_container_id_and_reason(root: Path) -> None:
+    (root / CID).mkdir()
+    with pytest.raises(HostsFileGone) as info:
+        HostsWriter(root).read(CID)
+    assert info.value.container_id == CID
+    assert info.value.reason
+    assert CID[:12] in str(info.value)
+
+
+def race_reader(root: Path, long: bytes, short: bytes, updates: int) -> tuple[int, list[bytes]]:
+    """A thread reads the file over and over while `updates` writes alternate long/short.
+
+    Returns (reads done, reads that were neither content). Stops early at the first bad read.
+    """
+    path = make_hosts(root, content=short)
+    allowed = {long.rstrip(b"\n"), short.rstrip(b"\n")}
+    done = threading.Event()
+    bad: list[bytes] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not done.is_set():
+            with path.open("rb") as f:
+                data = f.read()
+            reads[0] += 1
+            if not data or data.rstrip(b"\n") not in allowed:
+                bad.append(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    writer = HostsWriter(root)
+    try:
+        for i in range(updates):
+            writer.update(CID, to(long if i % 2 == 0 else short))
+            time.sleep(0.0005)
+            if bad:
+                break
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    if not bad:
+        assert path.read_bytes() == (long if updates % 2 else short)
+    return reads[0], bad
+
+
+def hosts_content(n_lines: int) -> bytes:
+    return BASE + b"# BEGIN hostsyncd\n" + b"".join(
+        b"10.0.%d.%d\tservice-%d.example replica-%d\n" % (i // 200, i % 200, i, i)
+        for i in range(n_lines)
+    ) + b"# END hostsyncd\n"
+
+
+def test_a_reader_never_sees_an_empty_or_torn_file(root: Path) -> None:
+    long = hosts_content(40)
+    assert 1000 < len(long) < 4096  # within one page
+    reads, bad = race_reader(root, long, BASE, updates=300)
+    assert reads >= 50, reads  # the reader did run alongside the writer
+    assert not bad, f"{len(bad)} of {reads} reads torn; first: {bad[0]!r}"
+
+
+def test_a_multi_page_rewrite_never_empties_shortens_or_touches_the_prefix(root: Path) -> None:
+    """A ~42 KB file (a thousand links) alternating with a short one. The kernel copies a
+    write into the page cache without excluding readers, so a reader racing a change that
+    spans pages can see old and new pages mixed: no in-place write can prevent that, and the
+    README says so. What the writer does guarantee: the file is never empty, never shorter
+    than the shorter of the two contents (it grows before it is overwritten and shrinks
+    only after), and the unchanged prefix (Docker's lines) is never rewritten at all."""
+    long = hosts_content(1000)
+    assert len(long) > 10 * 4096
+    path = make_hosts(root, content=BASE)
+    done = threading.Event()
+    bad: list[bytes] = []
+    reads = [0]
+
+    def reader() -> None:
+        while not done.is_set():
+            data = path.read_bytes()
+            reads[0] += 1
+            if len(data) < len(BASE) or not data.startswith(BASE):
+                bad.append(data)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    writer = HostsWriter(root)
+    try:
+        for i in range(600):
+            writer.update(CID, to(long if i % 2 == 0 else BASE))
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert reads[0] >= 50, reads
+    assert not bad, f"{len(bad)} bad reads of {reads[0]}; first: {bad[0][:120]!r}"
+    assert path.read_bytes() == BASE
+
+
+def test_a_growing_write_extends_with_blank_lines_before_overwriting(root: Path) -> None:
+    """Growth happens first, with newlines: a reader that catches the file between the two
+    steps sees the old content followed by blank lines, which resolvers ignore."""
+    path = make_hosts(root, content=BASE)
+    seen: list[bytes] = []
+    real_pwrite = os.pwrite
+
+    def spy(fd: int, data: bytes, offset: int) -> int:
+        seen.append(path.read_bytes())
+        return real_pwrite(fd, data, offset)
+
+    new = hosts_content(3)
+    with mock.patch("hostsyncd.writer.os.pwrite", spy):
+        HostsWriter(root).update(CID, to(new))
+    assert seen[0] == BASE
+    assert seen[1] == BASE + b"\n" * (len(new) - len(BASE))
+    assert path.read_bytes() == new
+
