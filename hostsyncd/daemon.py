@@ -90,10 +90,11 @@ class Daemon:
         )
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
                       containers_root=str(self.config.docker.containers_root))
+        self.reconciler.watch = watcher.watch_only
         watcher.start()
         reader.start()
         try:
-            self._loop(watcher)
+            self._loop()
         finally:
             self.notifier.stopping()
             reader.stop()
@@ -111,7 +112,7 @@ class Daemon:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def _loop(self, watcher: HostsWatcher) -> None:
+    def _loop(self) -> None:
         while True:
             batch = self._next_batch()
             if Signal.STOP in batch:
@@ -124,7 +125,6 @@ class Daemon:
                 self.reconciler.problems.add("engine", "call", f"engine call failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - the daemon serves everyone else on
                 self._unexpected(exc)
-            watcher.watch_only(self.reconciler.watched)
             self._tick()
 
     def _next_batch(self) -> list[object]:
@@ -268,6 +268,7 @@ class Daemon:
 
     def _engine_up(self, hint: Connected) -> None:
         self.engine_link = EngineLink(True, hint.engine_version, time.time())
+        self.reconciler.observed.forget_events()
         self.log.info("engine connected", engine=self.config.docker.url,
                       version=hint.engine_version)
 

@@ -16,6 +16,10 @@ from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter
 
+# Seconds before a file that was being rewritten by someone else is looked at again.
+RACE_RETRY = 0.02
+# After this many looks in a row, an empty file is the container's doing, not Docker's.
+RACE_RETRIES = 10
 # Problems that are routine while containers come and go: said at info, not as warnings.
 _ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING)
 
@@ -48,12 +52,14 @@ class Reconciler:
         writer: HostsWriter,
         log: Any,
         clock: Callable[[], float] = time.monotonic,
+        watch: Callable[[set[str]], None] = lambda _: None,
     ) -> None:
         self.config = config
         self.engine = engine
         self.writer = writer
         self.log = log
         self.clock = clock
+        self.watch = watch
         self.observed = ObservedState()
         self.plans: dict[str, DependentPlan] = {}
         self.stopped_targets: set[str] = set()
@@ -63,6 +69,7 @@ class Reconciler:
         self.write_errors = 0
         self._applied: dict[str, tuple[Resolution, ...]] = {}
         self._dirty: set[str] = set()
+        self._races: dict[str, int] = {}
         self.retry_due: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -130,6 +137,7 @@ class Reconciler:
         result = PassResult()
         for stopped in self.plans.keys() - plans.keys():
             self._applied.pop(stopped, None)
+            self._races.pop(stopped, None)
             if stopped not in snapshot.by_id:
                 # Only a removed container forgets what was said about it: a restart must
                 # not repeat the same warnings.
@@ -137,6 +145,8 @@ class Reconciler:
                     self.problems.forget(f"{stopped}/{kind}")
         self.plans = plans
         self.stopped_targets = stopped_targets(snapshot, plans.values())
+        # Watch before writing: a rewrite that lands right after our write must be seen.
+        self.watch(self.watched)
         dirty, self._dirty = self._dirty, set()
         self.retry_due = None
         for cid, plan in plans.items():
@@ -146,12 +156,16 @@ class Reconciler:
                     result.written += 1
                 elif outcome is None:
                     result.failed.append(cid)
-                    self._dirty.add(cid)
-                    self.retry_due = self.clock() + self.config.sync.retry_interval
+                    self._retry_soon(cid, self.config.sync.retry_interval)
         # Reported after the writes, which are what the latency is measured on.
         for plan in plans.values():
             self._report_links(plan)
         return result
+
+    def _retry_soon(self, container_id: str, delay: float) -> None:
+        self._dirty.add(container_id)
+        due = self.clock() + delay
+        self.retry_due = due if self.retry_due is None else min(self.retry_due, due)
 
     def _write(self, plan: DependentPlan) -> bool | None:
         """True if written, False if already right (or not there), None if it failed."""
@@ -163,7 +177,8 @@ class Reconciler:
             return merge(before, render_block(plan.lines(keep, block_lines(before))))
 
         try:
-            result = self.writer.update(dep.id, transform)
+            patient = self._races.get(dep.id, 0) < RACE_RETRIES
+            result = self.writer.update(dep.id, transform, defer_empty=patient)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
@@ -171,7 +186,14 @@ class Reconciler:
             self.problems.add(f"{dep.id}/file", "write", exc.reason, level="error", **fields)
             return None
         self.problems.clear(f"{dep.id}/file", "write", **fields)
-        self._applied[dep.id] = plan.links
+        if result.raced:
+            # Docker (or someone) was rewriting the file at the same moment: look again
+            # shortly rather than build on a half-written file.
+            self._races[dep.id] = self._races.get(dep.id, 0) + 1
+            self._retry_soon(dep.id, RACE_RETRY)
+        else:
+            self._races.pop(dep.id, None)
+            self._applied[dep.id] = plan.links
         if _untidy(result.before):
             self.problems.add(f"{dep.id}/file", "content",
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",

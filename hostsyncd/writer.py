@@ -22,6 +22,7 @@ from pathlib import Path
 HOSTS_FILE = "hosts"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _FALLOC_FL_KEEP_SIZE = 1
+_STABLE_READ_TRIES = 5
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -43,6 +44,8 @@ class HostsFileGone(HostsFileError):
 class WriteResult:
     before: bytes
     after: bytes
+    # Another writer was at work: what is on disk may be neither; check again soon.
+    raced: bool = False
 
     @property
     def changed(self) -> bool:
@@ -64,31 +67,53 @@ class HostsWriter:
         finally:
             os.close(fd)
 
-    def update(self, container_id: str, transform: Callable[[bytes], bytes]) -> WriteResult:
+    def update(
+        self, container_id: str, transform: Callable[[bytes], bytes], defer_empty: bool = True
+    ) -> WriteResult:
         """Rewrite the file as transform(current content); no write when that changes nothing.
 
         The check reads through a read-only descriptor: closing one opened for writing
         raises an inotify close-write event even when nothing was written, and the watcher
         would take that for drift and ask for another check, forever.
+
+        Docker rewrites the file without a lock (truncate, then write), so this backs off
+        instead of racing it: an empty file is most likely Docker between its two steps, and
+        a file whose size or mtime moved while it was being read is read again. A file
+        that stays empty (the container emptied it) is written once `defer_empty` is off. Whatever
+        slips through is caught by `WriteResult.raced` and the watcher, and written again.
         """
         fd = self._open(container_id, os.O_RDONLY)
         try:
-            before = self._read_bounded(fd, container_id)
+            before, _ = self._read_stable(fd, container_id)
         finally:
             os.close(fd)
         after = transform(before)
         if after == before:
             return WriteResult(before, after)
+        if not before and defer_empty:
+            return WriteResult(before, before, raced=True)
         fd = self._open(container_id, os.O_RDWR)
         try:
-            current = self._read_bounded(fd, container_id)
+            current, stamp = self._read_stable(fd, container_id)
             if current != before:  # someone wrote in between: build on what is there now
                 before, after = current, transform(current)
-            if after != before:
-                self._write_in_place(fd, container_id, before, after)
-            return WriteResult(before, after)
+            if after == before:
+                return WriteResult(before, after)
+            if (not before and defer_empty) or _stamp(fd) != stamp:
+                return WriteResult(before, before, raced=True)
+            self._write_in_place(fd, container_id, before, after)
+            return WriteResult(before, after, raced=os.fstat(fd).st_size != len(after))
         finally:
             os.close(fd)
+
+    def _read_stable(self, fd: int, container_id: str) -> tuple[bytes, tuple[int, int]]:
+        """The content, read again while a writer is seen to be changing it."""
+        for _ in range(_STABLE_READ_TRIES):
+            stamp = _stamp(fd)
+            content = self._read_bounded(fd, container_id)
+            if _stamp(fd) == stamp and len(content) == stamp[0]:
+                break
+        return content, stamp
 
     def _open(self, container_id: str, mode: int) -> int:
         if not _CONTAINER_ID.fullmatch(container_id):
@@ -179,6 +204,11 @@ def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:
     while end > start and old[end - 1] == new[end - 1]:
         end -= 1
     return min(start, size), end
+
+
+def _stamp(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return info.st_size, info.st_mtime_ns
 
 
 def _pwrite_all(fd: int, data: bytes, at: int = 0) -> None:

@@ -10,6 +10,7 @@
 #              libsystemd-dev pkg-config gcc       building systemd-python (journald output)
 #     journald systemd
 #     docs     graphviz
+#     deb      dpkg-dev                            `make deb` (dpkg-shlibdeps)
 set -euo pipefail
 
 declare -A groups=(
@@ -17,11 +18,12 @@ declare -A groups=(
     [python]="python3-venv python3-dev libsystemd-dev pkg-config gcc"
     [journald]="systemd"
     [docs]="graphviz"
+    [deb]="dpkg-dev"
 )
 
 wanted=("$@")
 if [ "${#wanted[@]}" -eq 0 ]; then
-    wanted=(engine python journald docs)
+    wanted=(engine python journald docs deb)
 fi
 
 packages=()

@@ -11,7 +11,7 @@ Integration fixtures:
   `<prefix>web`, where the prefix (`t<6 hex>-`) is unique to the test; everything it ran
   is removed at teardown. Helpers take short or full names.
 - `networks`: `networks.create("n1", ipv6=True)` makes `<prefix>n1` with subnet
-  10.233.<x>.0/24 (and fd00:231:<x>::/64), removed at teardown.
+  10.233.<x>.0/24 (and fd00:231:<x in hex>::/64), removed at teardown.
 - `daemon`: `daemon.start(**config)` runs `python -m hostsyncd run --config ...` with
   JSON logs captured; `daemon.cli(...)` runs one-shot commands.
 - `wait_until(fn, timeout=10, interval=0.02, what=...)`.
@@ -87,11 +87,13 @@ def wait_until(
     timeout: float = 10,
     interval: float = 0.02,
     what: str | None = None,
+    show: Callable[[], Any] | None = None,
 ) -> Any:
     """Call fn until it returns something truthy and return that; fail after timeout.
 
     An exception from fn counts as "not yet" (files and containers come and go while the
-    daemon works); the failure message shows the last value or exception.
+    daemon works); the failure message shows the last value or exception, and what
+    `show()` returns then, if given (e.g. the file's bytes).
     """
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -108,6 +110,11 @@ def wait_until(
         time.sleep(interval)
     desc = what or getattr(fn, "__name__", "condition")
     shown = f"{type(last).__name__}: {last}" if isinstance(last, Exception) else _shorten(last)
+    if show is not None:
+        try:
+            shown += f"\nshown: {_shorten(show())}"
+        except Exception as exc:  # noqa: BLE001 - only a diagnostic
+            shown += f"\nshown: {type(exc).__name__}: {exc}"
     pytest.fail(f"timed out after {timeout}s waiting for {desc}; last value:\n{shown}",
                 pytrace=False)  # fmt: skip
 
@@ -489,6 +496,7 @@ class DaemonFactory:
         extra: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any]]:
         sections: dict[str, dict[str, Any]] = {
+            "daemon": {"state_file": str(self.tmp / "state.json")},
             "docker": {
                 "url": url or self.engine.host,
                 "containers_root": str(containers_root or self.engine.containers_root),

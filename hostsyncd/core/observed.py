@@ -43,6 +43,13 @@ class ObservedState:
                 del self._overrides[cid]
         self._snapshot = None
 
+    def forget_events(self) -> None:
+        """Drop every override: after a reconnect, the events they came from are history
+        and the next list is the whole truth (what happened in between was not seen)."""
+        self._overrides.clear()
+        self._rebuilding.clear()
+        self._snapshot = None
+
     def connected(self, container_id: str, name: str, endpoint: Endpoint, now: float) -> None:
         """A container joined a network: it is running (or starting) with this address."""
         override = self._override(container_id, now)

@@ -77,16 +77,32 @@ def test_drift_from_the_host_side_is_repaired(containers, daemon, wait_until):
     text = wait_until(block_is(path, expected))
     docker_lines = outside(text)
 
-    # The block is dropped (as Docker does when it rewrites the file) ...
-    _rewrite_in_place(path, docker_lines.encode())
-    wait_until(block_is(path, expected), what="block re-applied after it was dropped")
-    # ... or edited.
-    forged = text.replace(containers.ip(db), "10.99.99.99")
-    assert forged != text
-    _rewrite_in_place(path, forged.encode())
-    repaired = wait_until(block_is(path, expected), what="block repaired after an edit")
-    assert outside(repaired) == docker_lines
+    def repaired() -> str | bool:
+        """The block is right and everything else is exactly Docker's lines again."""
+        now = block_is(path, expected)()
+        return now if now and outside(now) == docker_lines else False
+
+    # A few rounds: the rewrites race with the daemon's own writes, and a repair must
+    # never leave debris (such as NUL bytes from writing past a truncated end) behind.
+    for _ in range(8):
+        # The block is dropped (as Docker does when it rewrites the file) ...
+        _rewrite_in_place(path, docker_lines.encode())
+        wait_until(
+            repaired,
+            what="block re-applied after it was dropped, nothing else changed",
+            show=path.read_bytes,
+        )
+        # ... or edited.
+        forged = text.replace(containers.ip(db), "10.99.99.99")
+        assert forged != text
+        _rewrite_in_place(path, forged.encode())
+        wait_until(
+            repaired,
+            what="block repaired after an edit, nothing else changed",
+            show=path.read_bytes,
+        )
     assert split(containers.hosts(web))[1] == expected
+    assert outside(containers.hosts(web)) == docker_lines
 
 
 def test_junk_written_by_a_container_does_not_break_the_daemon(containers, daemon, wait_until):

@@ -11,6 +11,9 @@ PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
 BEGIN = "# BEGIN hostsyncd"
 END = "# END hostsyncd"
+# The JSON log contract: "event" (message), "level", and for per-container entries
+# "container" (the name) and "container_id" (the full id).
+CONTAINER_KEY = "container_name"
 
 
 def text_of(data: bytes) -> str:
@@ -89,11 +92,11 @@ def mentions(entry: dict[str, Any], needle: str) -> bool:
 
 
 def reports_about(logs: Iterable[dict[str, Any]], container: str, needle: str) -> list[dict]:
-    """Non-debug entries for this container (key "container") mentioning `needle`."""
+    """Non-debug entries for this container (CONTAINER_KEY) mentioning `needle`."""
     return [
         e
         for e in logs
-        if e.get("container") == container
+        if e.get(CONTAINER_KEY) == container
         and str(e.get("level", "")).lower() != "debug"
         and mentions(e, needle)
     ]

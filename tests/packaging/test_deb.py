@@ -1,0 +1,194 @@
+"""`make deb`: build the package, install it with apt, use it, purge it.
+
+This installs the package on the machine running the tests (as root, like the rest of the
+suite) and purges it again, so it refuses to run where hostsyncd is already installed
+rather than take over someone's installation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .util import REPO, UNIT, parse_unit, run, tool
+
+PACKAGE = "hostsyncd"
+VENV = Path("/opt/hostsyncd")
+BIN = Path("/usr/bin/hostsyncd")
+CONFIG = Path("/etc/hostsyncd/config.toml")
+UNIT_PATH = Path("/lib/systemd/system/hostsyncd.service")
+ENABLED_LINK = Path("/etc/systemd/system/multi-user.target.wants/hostsyncd.service")
+APT = ("-o", "DPkg::Lock::Timeout=120", "-y", "-q")
+
+
+@dataclass(frozen=True)
+class Built:
+    deb: Path
+    version: str
+    seconds: float
+
+
+def installed() -> bool:
+    proc = run(tool("dpkg-query"), "-W", "-f=${Status}", PACKAGE, check=False)
+    return proc.returncode == 0 and proc.stdout.endswith(" installed")
+
+
+def purge() -> None:
+    run(tool("apt-get"), *APT, "purge", PACKAGE, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def built() -> Built:
+    assert os.geteuid() == 0, "the package tests install a package: run them as root"
+    for name in ("make", "dpkg-deb", "dpkg-query", "dpkg-shlibdeps", "apt-get",
+                 "systemd-analyze"):
+        tool(name)
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    arch = run(tool("dpkg"), "--print-architecture").stdout.strip()
+    start = time.monotonic()
+    run(tool("make"), "--no-print-directory", "deb", cwd=REPO, timeout=900)
+    seconds = time.monotonic() - start
+    deb = REPO / "dist" / f"{PACKAGE}_{version}_{arch}.deb"
+    assert deb.is_file(), f"make deb did not produce {deb}"
+    print(f"make deb: {seconds:.1f}s, {deb.name}: {deb.stat().st_size / 2**20:.1f} MiB")
+    return Built(deb, version, seconds)
+
+
+@pytest.fixture(scope="module")
+def install(built: Built) -> Iterator[Built]:
+    if installed():
+        pytest.fail(f"{PACKAGE} is already installed here; this test installs and purges it. "
+                    f"Run 'apt-get purge {PACKAGE}' first.")
+    apt_get = tool("apt-get")
+    proc = run(apt_get, *APT, "install", f"./{built.deb.relative_to(REPO)}", cwd=REPO,
+               timeout=300, check=False)
+    if proc.returncode != 0:  # a dependency to download, with stale package lists
+        run(apt_get, "-q", "update", timeout=300)
+        run(apt_get, *APT, "install", f"./{built.deb.relative_to(REPO)}", cwd=REPO,
+            timeout=300)
+    try:
+        yield built
+    finally:
+        if installed():
+            purge()
+
+
+def test_sdist_and_wheel_built_alongside(built: Built):
+    dist = REPO / "dist"
+    assert (dist / f"{PACKAGE}-{built.version}-py3-none-any.whl").is_file()
+    assert (dist / f"{PACKAGE}-{built.version}.tar.gz").is_file()
+
+
+def test_control_fields(built: Built):
+    fields = run(tool("dpkg-deb"), "--field", built.deb).stdout
+    control = dict(re.findall(r"^([\w-]+): (.*)$", fields, re.MULTILINE))
+    assert control["Package"] == PACKAGE
+    assert control["Version"] == built.version
+    depends = [dep.strip() for dep in control["Depends"].split(",")]
+    assert "python3 (>= 3.11)" in depends
+    assert "python3 (<< 3.12)" in depends
+    assert any(dep.startswith("libsystemd0") for dep in depends), depends
+    conffiles = run(tool("dpkg-deb"), "--info", built.deb, "conffiles").stdout.split()
+    assert conffiles == [str(CONFIG)]
+
+
+def test_contents(built: Built, tmp_path: Path):
+    tree = tmp_path / "tree"
+    run(tool("dpkg-deb"), "--extract", built.deb, tree)
+    assert (tree / "lib/systemd/system/hostsyncd.service").read_bytes() == UNIT.read_bytes()
+    assert (tree / "etc/hostsyncd/config.toml").read_bytes() == (
+        REPO / "config.example.toml"
+    ).read_bytes()
+    assert os.readlink(tree / "usr/bin/hostsyncd") == "/opt/hostsyncd/bin/hostsyncd"
+    assert (tree / "opt/hostsyncd/bin/hostsyncd").read_text().startswith(
+        "#!/opt/hostsyncd/bin/python\n"
+    )
+    assert os.readlink(tree / "opt/hostsyncd/bin/python3") == "/usr/bin/python3"
+    assert not list((tree / "opt/hostsyncd").rglob("pip")), "pip is a build tool only"
+    # The venv was built elsewhere: no file may still name the work tree.
+    needle = str(REPO).encode()
+    stale = [p for p in tree.rglob("*") if p.is_file() and not p.is_symlink()
+             and needle in p.read_bytes()]
+    assert not stale, stale[:10]
+
+
+def test_commands(install: Built):
+    assert BIN.is_symlink()
+    version = run(BIN, "--version").stdout.strip()
+    assert version == f"hostsyncd {install.version}"
+    out = run(BIN, "check-config", CONFIG).stdout
+    assert out.strip() == f"{CONFIG}: OK"
+
+
+def test_venv_runs_on_debian_python_with_the_pinned_versions(install: Built):
+    probe = (
+        "import importlib.metadata as m, json, sys; print(json.dumps({"
+        "'prefix': sys.prefix, 'base': sys.base_prefix, 'version': sys.version_info[:2], "
+        "'dists': {d.metadata['Name'].lower().replace('_', '-'): d.version "
+        "for d in m.distributions()}}))"
+    )
+    info = json.loads(run(VENV / "bin/python", "-c", probe).stdout)
+    assert info["prefix"] == str(VENV)
+    assert info["base"] == "/usr"
+    assert info["version"] == [3, 11]
+    lock = {}
+    for line in (REPO / "packaging/requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, pinned = line.partition("==")
+            lock[name.lower().replace("_", "-")] = pinned
+    assert info["dists"] == {**lock, PACKAGE: install.version}
+    run(VENV / "bin/python", "-c", "import systemd.journal, systemd.daemon")
+
+
+def test_conffile_registered(install: Built):
+    fmt = "-f=${Conffiles}"
+    conffiles = run(tool("dpkg-query"), "--show", fmt, PACKAGE).stdout.split()
+    assert str(CONFIG) in conffiles
+    assert CONFIG.read_bytes() == (REPO / "config.example.toml").read_bytes()
+
+
+def test_installed_unit(install: Built):
+    # The unit as shipped, now that its ExecStart exists.
+    assert UNIT_PATH.read_bytes() == UNIT.read_bytes()
+    proc = run(tool("systemd-analyze"), "verify", UNIT_PATH, check=False)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stderr
+    service = parse_unit(UNIT_PATH.read_text())["Service"]
+    assert service["ExecStart"][0].split()[0] == str(BIN)
+    # Enabled by deb-systemd-helper even though no systemd runs here; started only where
+    # /run/systemd/system exists.
+    assert ENABLED_LINK.is_symlink() and os.readlink(ENABLED_LINK) == str(UNIT_PATH)
+
+
+def test_no_files_outside_the_package(install: Built):
+    """Running it wrote nothing (bytecode, say) that dpkg doesn't know about, which would
+    keep /opt/hostsyncd from being removed."""
+    run(BIN, "--version")
+    run(BIN, "check-config", CONFIG)
+    listed = set(run(tool("dpkg"), "-L", PACKAGE).stdout.split())
+    on_disk = {str(p) for p in VENV.rglob("*")}
+    assert on_disk - listed == set()
+
+
+def test_zz_purge(install: Built):
+    # State a daemon run by hand leaves in /run/hostsyncd (under systemd, the runtime
+    # directory goes when the service stops). A file of our own: a daemon elsewhere on the
+    # machine may be writing the default state.json at any moment.
+    state = Path("/run/hostsyncd") / f"purge-probe-{os.getpid()}.json"
+    state.parent.mkdir(exist_ok=True)
+    state.write_text("{}")
+    with CONFIG.open("a") as config:
+        config.write("# a local edit: purge removes it all the same\n")
+    purge()
+    assert not installed()
+    proc = run(tool("dpkg"), "-L", PACKAGE, check=False)
+    assert proc.returncode != 0 and not proc.stdout.strip(), proc.stdout
+    for path in (VENV, CONFIG.parent, BIN, UNIT_PATH, ENABLED_LINK, state):
+        assert not os.path.lexists(path), f"{path} left behind by purge"

@@ -1,0 +1,82 @@
+"""Helpers for the packaging tests: required tools and running commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNIT = REPO / "systemd" / "hostsyncd.service"
+
+# Tools come from scripts/ensure-deps.sh, which `make test` runs first. A missing one is a
+# broken setup: fail, never skip.
+_TOOL_PACKAGES = {
+    "systemd-analyze": "systemd",
+    "dpkg-deb": "dpkg",
+    "dpkg-query": "dpkg",
+    "dpkg-shlibdeps": "dpkg-dev",
+    "apt-get": "apt",
+    "make": "make",
+}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        package = _TOOL_PACKAGES.get(name, "?")
+        pytest.fail(f"{name} not found (Debian package {package}): run scripts/ensure-deps.sh")
+    return path
+
+
+def run(
+    *cmd: str | Path, timeout: float = 120, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command with a UTF-8 locale and no pager or colours; fail with its output."""
+    env = dict(os.environ, LANG="C.UTF-8", LC_ALL="C.UTF-8", SYSTEMD_PAGER="",
+               SYSTEMD_COLORS="0", DEBIAN_FRONTEND="noninteractive")
+    env.pop("HOSTSYNCD_CONFIG", None)
+    proc = subprocess.run(
+        [str(part) for part in cmd], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+        text=True, timeout=timeout, cwd=cwd,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, cmd))} exited {proc.returncode}\n"
+            f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """A unit file as {section: {key: [values in order]}}. Keys may repeat (an empty value
+    resets a list in systemd; callers that care look at the values in order)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    logical = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not logical and (not line or line.startswith(("#", ";"))):
+            continue
+        if line.endswith("\\"):
+            logical += line[:-1] + " "
+            continue
+        line, logical = logical + line, ""
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"directive outside a section: {line!r}"
+        key, sep, value = line.partition("=")
+        assert sep, f"not a directive: {line!r}"
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def comment_text(text: str) -> str:
+    """All comment lines of a unit file, joined."""
+    return "\n".join(
+        line.strip() for line in text.splitlines() if line.strip().startswith(("#", ";"))
+    )
