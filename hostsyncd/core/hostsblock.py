@@ -4,7 +4,8 @@ The file belongs to the container, which may write anything into it: the functio
 take bytes of any shape and never fail. A block runs from a line starting with BEGIN to the
 next line starting with END. A BEGIN without an END runs to the end of the file, and a
 stray END line is dropped too: both can only be ours, torn by a racing writer, or forged,
-and keeping either would let blocks pile up.
+and keeping either would let blocks pile up. Everything else is kept byte for byte, except
+newline or NUL debris between the last block and the end of the file.
 """
 
 from __future__ import annotations
@@ -21,18 +22,28 @@ _END_LINE = END + b"\n"
 
 
 def strip_block(content: bytes) -> bytes:
-    """The content with every hostsyncd block and stray marker line removed."""
+    """The content with every hostsyncd block and stray marker line removed.
+
+    Newlines and NUL bytes between the last block and the end of the file go with it:
+    they are debris, left by a crash between writing and truncating, or by another writer
+    whose truncate extended the file, and never anything a resolver reads.
+    """
     if BEGIN not in content and END not in content:
         return content
     kept: list[bytes] = []
     inside = False
+    tail_from: int | None = None
     for line in content.splitlines(keepends=True):
         if inside:
             inside = not line.startswith(END)
+            if not inside:
+                tail_from = len(kept)
         elif line.startswith(BEGIN):
             inside = True
         elif not line.startswith(END):
             kept.append(line)
+    if tail_from is not None and not b"".join(kept[tail_from:]).strip(b"\0\n"):
+        del kept[tail_from:]
     return b"".join(kept)
 
 

@@ -10,15 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
-import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from .util import REPO, UNIT, parse_unit, run, tool
+from hsd_pkgtest import REPO, UNIT, Built, parse_unit, run, tool
 
 PACKAGE = "hostsyncd"
 VENV = Path("/opt/hostsyncd")
@@ -27,13 +23,6 @@ CONFIG = Path("/etc/hostsyncd/config.toml")
 UNIT_PATH = Path("/lib/systemd/system/hostsyncd.service")
 ENABLED_LINK = Path("/etc/systemd/system/multi-user.target.wants/hostsyncd.service")
 APT = ("-o", "DPkg::Lock::Timeout=120", "-y", "-q")
-
-
-@dataclass(frozen=True)
-class Built:
-    deb: Path
-    version: str
-    seconds: float
 
 
 def installed() -> bool:
@@ -46,24 +35,8 @@ def purge() -> None:
 
 
 @pytest.fixture(scope="module")
-def built() -> Built:
-    assert os.geteuid() == 0, "the package tests install a package: run them as root"
-    for name in ("make", "dpkg-deb", "dpkg-query", "dpkg-shlibdeps", "apt-get",
-                 "systemd-analyze"):
-        tool(name)
-    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    arch = run(tool("dpkg"), "--print-architecture").stdout.strip()
-    start = time.monotonic()
-    run(tool("make"), "--no-print-directory", "deb", cwd=REPO, timeout=900)
-    seconds = time.monotonic() - start
-    deb = REPO / "dist" / f"{PACKAGE}_{version}_{arch}.deb"
-    assert deb.is_file(), f"make deb did not produce {deb}"
-    print(f"make deb: {seconds:.1f}s, {deb.name}: {deb.stat().st_size / 2**20:.1f} MiB")
-    return Built(deb, version, seconds)
-
-
-@pytest.fixture(scope="module")
 def install(built: Built) -> Iterator[Built]:
+    tool("apt-get")
     if installed():
         pytest.fail(f"{PACKAGE} is already installed here; this test installs and purges it. "
                     f"Run 'apt-get purge {PACKAGE}' first.")

@@ -8,7 +8,7 @@ import re
 import sys
 from pathlib import Path
 
-from .util import UNIT, comment_text, parse_unit, run, tool
+from hsd_pkgtest import UNIT, comment_text, parse_unit, run, tool
 
 MAX_EXPOSURE = 2.0
 EXEC_START = "/usr/bin/hostsyncd run --config /etc/hostsyncd/config.toml"

@@ -268,4 +268,17 @@ def test_everything_outside_the_block_is_kept_byte_for_byte(
     # Marker-free content on both sides of one of our blocks, placed on a line of its own.
     before, after = terminated(strip_block(before)), strip_block(after)
     block = render_block(lines)
-    assert strip_block(before + block + after) == before + after
+    # The one documented exception: nothing but newlines and NULs after the last block is
+    # debris (crash padding, a racing writer's truncate), dropped with the block.
+    kept_after = after if after.strip(b"\0\n") or not block else b""
+    assert strip_block(before + block + after) == before + kept_after
+
+
+@pytest.mark.parametrize("debris", [b"\n", b"\n\n\n", b"\0", b"\0\n", b"\n\0\n"])
+def test_blank_and_nul_debris_after_the_block_goes_with_it(debris: bytes) -> None:
+    docker = b"127.0.0.1\tlocalhost\n"
+    block = render_block([HostLine("10.0.0.2", ("db",))])
+    assert strip_block(docker + block + debris) == docker
+    assert merge(docker + block + debris, block) == docker + block
+    # Anything else after the block is the container's, and stays.
+    assert strip_block(docker + block + b"\0x\n") == docker + b"\0x\n"

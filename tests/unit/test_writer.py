@@ -101,9 +101,40 @@ def test_shrinking_to_nothing(root: Path) -> None:
 def test_growing(root: Path) -> None:
     path = make_hosts(root, content=b"")
     big = b"".join(b"10.0.%d.%d\th%d\n" % (i // 250, i % 250, i) for i in range(3000))
-    HostsWriter(root).update(CID, to(big))
+    HostsWriter(root).update(CID, to(big), defer_empty=False)
     assert path.read_bytes() == big
 
+
+def test_an_empty_file_is_left_for_a_moment(root: Path) -> None:
+    """Empty is what Docker's rewrite (truncate, then write) looks like halfway: writing
+    then would clobber Docker's lines. The writer says it raced, and leaves the file."""
+    path = make_hosts(root, content=b"")
+    result = HostsWriter(root).update(CID, to(b"10.0.0.2\tdb\n"))
+    assert result.raced
+    assert not result.changed
+    assert path.read_bytes() == b""
+
+
+def test_a_file_that_moves_under_the_read_is_not_written(root: Path) -> None:
+    """Someone rewrites the file after our last read but before our write: the writer sees
+    the size and mtime move, leaves the file to them, and says it raced."""
+    from hostsyncd import writer as writer_module
+
+    path = make_hosts(root, content=BASE)
+    real_stamp = writer_module._stamp
+    calls = [0]
+
+    def meddling_stamp(fd: int) -> tuple[int, int]:
+        calls[0] += 1
+        if calls[0] == 5:  # the check right before writing
+            path.write_bytes(BASE + b"10.9.9.9\tother\n")
+        return real_stamp(fd)
+
+    with mock.patch.object(writer_module, "_stamp", meddling_stamp):
+        result = HostsWriter(root).update(CID, to(BASE + b"10.0.0.2\tdb\n"))
+    assert calls[0] == 5
+    assert result.raced
+    assert path.read_bytes() == BASE + b"10.9.9.9\tother\n"
 
 def test_symlinked_hosts_file_is_refused(root: Path, tmp_path: Path) -> None:
     outside = tmp_path / "outside"

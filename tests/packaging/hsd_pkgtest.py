@@ -1,16 +1,31 @@
-"""Helpers for the packaging tests: required tools and running commands."""
+"""Helpers for the package tests: required tools, running commands, reading unit files.
+
+tests/packaging has no __init__.py on purpose: as a package it would be imported under the
+name "packaging" and shadow the PyPI library of that name (which docker, for one, imports)
+for the rest of the pytest run. So its modules are top-level ones, and this one has a name
+nothing else uses."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "hostsyncd.service"
+
+
+@dataclass(frozen=True)
+class Built:
+    """What `make deb` made (the session fixture `built` in conftest.py)."""
+
+    deb: Path
+    version: str
+    seconds: float
 
 # Tools come from scripts/ensure-deps.sh, which `make test` runs first. A missing one is a
 # broken setup: fail, never skip.
