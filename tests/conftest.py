@@ -516,15 +516,18 @@ class DaemonFactory:
         path.write_text(text if text is not None else render_config(self.sections(**kwargs)))
         return path
 
-    def start(self, **kwargs: Any) -> DaemonProcess:
-        """Start `python -m hostsyncd run --config <file written from kwargs>`."""
-        config = self.write_config(**kwargs)
+    def start(self, env: Mapping[str, str] | None = None, config: Path | None = None,
+              **kwargs: Any) -> DaemonProcess:
+        """Start `python -m hostsyncd run --config <file written from kwargs>` (or the
+        given config file), with extra environment variables if given."""
+        config = config or self.write_config(**kwargs)
         n = self._n
         stderr_path, stdout_path = self.tmp / f"daemon-{n}.stderr", self.tmp / f"daemon-{n}.stdout"
         with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "hostsyncd", "run", "--config", str(config)],
-                cwd=REPO, env=self.env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                cwd=REPO, env={**self.env(), **(env or {})}, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=err,
             )  # fmt: skip
         daemon = DaemonProcess(proc, config, stderr_path, stdout_path)
         self.started.append(daemon)
