@@ -33,7 +33,19 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 bench: deps venv
-	$(PY) bench/run.py
+	$(PY) -m pip install -q matplotlib py-spy
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
+
+# Release artifacts (packaging/README.md): `make dist` puts a wheel and an sdist in dist/,
+# `make deb` dist/hostsyncd_<version>_<arch>.deb. Both skip the work when nothing changed.
+.PHONY: dist deb
+
+dist: venv
+	@PY=$(PY) packaging/build.sh dist
+
+deb: dist
+	@scripts/ensure-deps.sh python deb
+	@packaging/build.sh deb

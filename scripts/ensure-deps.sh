@@ -10,7 +10,8 @@
 #              libsystemd-dev pkg-config gcc       building systemd-python (journald output)
 #     journald systemd
 #     docs     graphviz
-#     deb      dpkg-dev                            `make deb` (dpkg-shlibdeps)
+#     deb      dpkg-dev systemd-container          `make deb` (dpkg-shlibdeps); its tests
+#                                                  boot a systemd (systemd-nspawn)
 set -euo pipefail
 
 declare -A groups=(
@@ -18,7 +19,7 @@ declare -A groups=(
     [python]="python3-venv python3-dev libsystemd-dev pkg-config gcc"
     [journald]="systemd"
     [docs]="graphviz"
-    [deb]="dpkg-dev"
+    [deb]="dpkg-dev systemd-container"
 )
 
 wanted=("$@")

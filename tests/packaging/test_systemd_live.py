@@ -101,11 +101,20 @@ class Machine:
         lines = self.out("systemctl", "show", *args, unit).splitlines()
         return dict(line.split("=", 1) for line in lines)
 
-    def boot(self) -> None:
-        state = self.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
-        # "degraded" only says some unit of this machine's own OS failed in a container;
-        # what matters here is that the manager is up.
-        assert state.stdout.strip() in ("running", "degraded"), state.stdout + self.log_tail()
+    def boot(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            # Fails to connect until the manager has its socket; then waits for the boot.
+            state = self.run("systemctl", "is-system-running", "--wait", check=False,
+                             timeout=timeout)
+            # "degraded" only says some unit of this machine's own OS failed in a
+            # container; what matters here is that the manager is up.
+            if state.stdout.strip() in ("running", "degraded"):
+                return
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                pytest.fail(f"the container did not boot: {state.stdout}{state.stderr}\n"
+                            f"{self.log_tail()}")
+            time.sleep(0.2)
 
     def poweroff(self) -> None:
         with contextlib.suppress(Exception):
