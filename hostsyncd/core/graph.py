@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -79,7 +79,7 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def __iter__(self):  # noqa: ANN204 - Iterator[Container]
+    def __iter__(self) -> Iterator[Container]:
         return iter(self.by_id.values())
 
     def find(self, ref: str) -> Container | None:
