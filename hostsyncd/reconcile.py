@@ -83,6 +83,8 @@ class Reconciler:
         need_list = False
         for event in events:
             now = self.clock()
+            self.log.debug("engine event", type=event.type, action=event.action,
+                           container_id=event.container_id)
             if event.type == "network" and event.action == "connect":
                 # The fast path: the network already knows the address while the list may
                 # not for another 200 ms. Docker also rebuilt or appended to this
