@@ -36,6 +36,10 @@ _TOOL_PACKAGES = {
     "dpkg-shlibdeps": "dpkg-dev",
     "apt-get": "apt",
     "make": "make",
+    "dpkg": "dpkg",
+    "systemd-nspawn": "systemd-container",
+    "unshare": "util-linux",
+    "nsenter": "util-linux",
 }
 
 

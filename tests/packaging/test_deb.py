@@ -145,9 +145,22 @@ def test_no_files_outside_the_package(install: Built):
     keep /opt/hostsyncd from being removed."""
     run(BIN, "--version")
     run(BIN, "check-config", CONFIG)
+    # Everything `run` imports (docker, watchdog, pydantic, systemd-python), without
+    # running anything against an engine.
+    run(VENV / "bin/python", "-c", "import hostsyncd.cli, hostsyncd.daemon, hostsyncd.logging")
     listed = set(run(tool("dpkg"), "-L", PACKAGE).stdout.split())
     on_disk = {str(p) for p in VENV.rglob("*")}
     assert on_disk - listed == set()
+
+
+def test_reinstall_keeps_an_edited_config(install: Built):
+    edit = "# a local edit\n"
+    with CONFIG.open("a") as config:
+        config.write(edit)
+    run(tool("apt-get"), *APT, "install", "--reinstall", f"./{install.deb.relative_to(REPO)}",
+        cwd=REPO, timeout=300)
+    assert CONFIG.read_text().endswith(edit)
+    run(BIN, "check-config", CONFIG)
 
 
 def test_zz_purge(install: Built):
@@ -159,6 +172,7 @@ def test_zz_purge(install: Built):
     state.write_text("{}")
     with CONFIG.open("a") as config:
         config.write("# a local edit: purge removes it all the same\n")
+    (CONFIG.parent / "config.toml.dpkg-old").write_text("# left by an upgrade\n")
     purge()
     assert not installed()
     proc = run(tool("dpkg"), "-L", PACKAGE, check=False)

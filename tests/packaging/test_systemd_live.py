@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import time
@@ -59,8 +60,9 @@ class Machine:
         self.log = workdir / "nspawn.log"
         ovl = workdir / "ovl"
         ovl.mkdir()
-        script = BOOT.format(ovl=ovl, deb=built.deb, name=self.name,
-                             socket=engine.socket_path, containers=engine.containers_root)
+        script = BOOT.format(ovl=shlex.quote(str(ovl)), deb=shlex.quote(str(built.deb)),
+                             name=self.name, socket=shlex.quote(str(engine.socket_path)),
+                             containers=shlex.quote(str(engine.containers_root)))
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 [tool("unshare"), "--mount", "--propagation", "private", "sh", "-c", script],
