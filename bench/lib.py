@@ -144,12 +144,15 @@ class Bench:
 
 
 def git_commit() -> str:
-    """`git rev-parse --short HEAD`, with "+dirty" when the tree has uncommitted changes."""
+    """`git rev-parse --short HEAD`, with "+dirty" when the code measured (hostsyncd/,
+    bench/ but its results, scripts/) differs from that commit."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
                               check=False).stdout.strip()
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    dirty = git("status", "--porcelain", "--", "hostsyncd", "bench", "scripts",
+                ":(exclude)bench/results")
+    return commit + ("+dirty" if dirty else "")
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import signal
 import socket
@@ -134,7 +135,10 @@ def test_ready_after_first_sync_then_watchdog_pings_at_the_asked_rate(
     # READY=1 comes only after the first full sync: the block is already there.
     assert f"{containers.ip(db)}\t{db}" in path.read_text()
     status = notify.sent("STATUS=")
-    assert status and status[-1] == "STATUS=1 dependents, 1 links, engine connected"
+    # The engine is shared with other tests: count-agnostic, but the shape is fixed.
+    assert status and re.fullmatch(
+        r"STATUS=\d+ dependents, \d+ links(, \d+ unresolved)?, engine connected", status[-1]
+    ), status
     notify.messages.clear()
     notify.collect(3.0)
     pings = [at for at, m in notify.messages if "WATCHDOG=1" in m.split("\n")]
@@ -205,12 +209,12 @@ def test_status_shows_engine_dependents_last_write_and_errors(containers, daemon
         if out.returncode != 0:
             return None
         data = json.loads(out.stdout)
-        return data if data["counts"]["dependents"] == 1 else None
+        mine = [dep for dep in data["dependents"] if dep["name"] == web]
+        return (data, mine[0]) if mine and mine[0]["last_write"] else None
 
-    data = wait_until(status_json, what="a state file with the dependent")
+    data, dep = wait_until(status_json, what="a state file with the dependent")
     assert data["engine"]["connected"] is True
     assert data["pid"] == d.pid
-    dep = data["dependents"][0]
     assert dep["name"] == web
     assert dep["last_write"]["added"] == [line(containers.ip(db), "data", db)]
     problems = {link["spec"]: link["problem"] for link in dep["links"]}
