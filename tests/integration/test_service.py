@@ -111,7 +111,8 @@ def test_journald_entries_are_native_with_container_fields(
     def written() -> list[dict[str, str]]:
         return journal(d.pid, "SYSLOG_IDENTIFIER=hostsyncd", f"CONTAINER_NAME={web}")
 
-    entries = wait_until(lambda: len(written()) >= 2 and written(), what="journal entries")
+    entries = wait_until(lambda: len(written()) >= 2 and written(), timeout=30,
+                         what="journal entries")
     update = next(e for e in entries if e["MESSAGE"].startswith("hosts file updated"))
     assert update["PRIORITY"] == "6"
     assert update["CONTAINER_ID"] == containers.id(web)
