@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
+from typing import NamedTuple
 
 from hostsyncd.core.links import SpecError, is_host_name, parse_links
 from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
@@ -26,8 +27,9 @@ class Problem(Enum):
     NOT_ON_NETWORK = "target is not on the pinned network"
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
+class Resolution(NamedTuple):
+    """How one link resolved. A named tuple: the core makes one per link per pass."""
+
     spec: LinkSpec
     lines: tuple[HostLine, ...] = ()
     problem: Problem | None = None
@@ -91,7 +93,9 @@ class Snapshot:
         return found
 
 
-@lru_cache(maxsize=4096)
+# Sized for a large fleet: every dependent's label is usually distinct, and a cache that
+# is too small would parse every label again on every pass.
+@lru_cache(maxsize=1 << 16)
 def parsed_label(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]:
     return parse_links(value)
 
@@ -111,10 +115,14 @@ def netns_owner(snapshot: Snapshot, container: Container) -> Container | None:
 
 
 def choose_endpoint(
-    target: Sequence[Endpoint], dependent: Sequence[Endpoint], pinned: str | None
+    target: Sequence[Endpoint], dependent: Sequence[Endpoint] | frozenset[str], pinned: str | None
 ) -> Endpoint | Problem:
-    """The pinned network; else the first shared network by name; else the first by name."""
-    usable = sorted((ep for ep in target if ep.ipv4 or ep.ipv6), key=lambda ep: ep.network)
+    """The pinned network; else the first shared network by name; else the first by name.
+
+    `dependent` is the dependent's endpoints, or the set of its network ids (or names)."""
+    usable = [ep for ep in target if ep.ipv4 or ep.ipv6]
+    if len(usable) > 1:
+        usable.sort(key=_network_name)
     if pinned is not None:
         for ep in usable:
             if pinned in (ep.network, ep.network_id):
@@ -122,11 +130,19 @@ def choose_endpoint(
         return Problem.NOT_ON_NETWORK
     if not usable:
         return Problem.NO_ADDRESS
-    mine = {ep.network_id or ep.network for ep in dependent}
+    mine = dependent if isinstance(dependent, frozenset) else network_keys(dependent)
     for ep in usable:
         if (ep.network_id or ep.network) in mine:
             return ep
     return usable[0]
+
+
+def network_keys(endpoints: Iterable[Endpoint]) -> frozenset[str]:
+    return frozenset(ep.network_id or ep.network for ep in endpoints)
+
+
+def _network_name(endpoint: Endpoint) -> str:
+    return endpoint.network
 
 
 def _lines_for(endpoint: Endpoint, alias: str, name: str) -> list[HostLine]:
@@ -153,15 +169,18 @@ def _previous_lines(previous: Sequence[bytes], alias: str) -> list[HostLine]:
     return out
 
 
-def resolve(snapshot: Snapshot, dependent: Container, spec: LinkSpec) -> Resolution:
-    targets = _targets(snapshot, dependent, spec.target)
+def resolve(
+    snapshot: Snapshot, dependent: Container, spec: LinkSpec, mine: frozenset[str] | None = None
+) -> Resolution:
+    """One link of a dependent; `mine` is the dependent's network keys, if already known."""
+    targets = _targets(snapshot, dependent.compose_project, spec.target)
     if not targets:
         return Resolution(spec, problem=Problem.MISSING)
     running = [t for t in targets if t.has_address]
     if not running:
         return Resolution(spec, problem=Problem.NOT_RUNNING)
-    own = netns_owner(snapshot, dependent)
-    own_endpoints = own.endpoints if own is not None else ()
+    if mine is None:
+        mine = _own_networks(snapshot, dependent)
     lines: list[HostLine] = []
     names: list[str] = []
     network = ""
@@ -174,7 +193,7 @@ def resolve(snapshot: Snapshot, dependent: Container, spec: LinkSpec) -> Resolut
         if owner.network_mode == "host":
             problem = Problem.HOST_NETWORK
             continue
-        chosen = choose_endpoint(owner.endpoints, own_endpoints, spec.network)
+        chosen = choose_endpoint(owner.endpoints, mine, spec.network)
         if isinstance(chosen, Problem):
             problem = chosen
             continue
@@ -186,9 +205,8 @@ def resolve(snapshot: Snapshot, dependent: Container, spec: LinkSpec) -> Resolut
     return Resolution(spec, tuple(lines), targets=tuple(names), network=network)
 
 
-def _targets(snapshot: Snapshot, dependent: Container, target: str) -> list[Container]:
+def _targets(snapshot: Snapshot, project: str | None, target: str) -> list[Container]:
     """A same-project compose service wins over a container name; other projects never."""
-    project = dependent.compose_project
     if project is not None:
         replicas = snapshot.by_service.get((project, target))
         if replicas:
@@ -202,7 +220,14 @@ def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan 
     if value is None:
         return None
     specs, errors = parsed_label(value)
-    return DependentPlan(dependent, tuple(resolve(snapshot, dependent, s) for s in specs), errors)
+    mine = _own_networks(snapshot, dependent)
+    links = tuple(resolve(snapshot, dependent, s, mine) for s in specs)
+    return DependentPlan(dependent, links, errors)
+
+
+def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
+    own = netns_owner(snapshot, dependent)
+    return network_keys(own.endpoints) if own is not None else frozenset()
 
 
 def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
@@ -211,7 +236,7 @@ def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[s
     for found in plans:
         for link in found.links:
             if link.problem is Problem.NOT_RUNNING:
-                targets = _targets(snapshot, found.dependent, link.spec.target)
+                targets = _targets(snapshot, found.dependent.compose_project, link.spec.target)
                 waiting.update(t.id for t in targets if not t.has_address)
     return waiting
 

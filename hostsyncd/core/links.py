@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from hostsyncd.core.model import LinkSpec
 
@@ -33,6 +34,7 @@ class SpecError:
         return f"invalid link spec {shown!r}: {self.reason}"
 
 
+@lru_cache(maxsize=1 << 16)
 def is_host_name(name: str) -> bool:
     """True for dot-separated labels of [A-Za-z0-9_-], none starting or ending with '-'."""
     if not name or len(name) > 253 or not name.isascii():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import NamedTuple
 
 # Docker's container states in which the container holds its network addresses.
 ADDRESSED_STATES = frozenset({"running", "paused"})
@@ -71,8 +72,9 @@ class LinkSpec:
         return f"{text}@{self.network}" if self.network else text
 
 
-@dataclass(frozen=True, slots=True)
-class HostLine:
+class HostLine(NamedTuple):
+    """One line of the block. A named tuple: the core makes one per link per pass."""
+
     ip: str
     names: tuple[str, ...]
 
