@@ -139,6 +139,7 @@ class Bench:
             "kernel": os.uname().release,
             "python": sys.version.split()[0],
             "commit": git_commit(),
+            "code_digest": code_digest(),
             "loadavg": os.getloadavg(),
         }
 
@@ -153,6 +154,17 @@ def git_commit() -> str:
     dirty = git("status", "--porcelain", "--", "hostsyncd", "bench", "scripts",
                 ":(exclude)bench/results")
     return commit + ("+dirty" if dirty else "")
+
+
+def code_digest() -> str:
+    """sha256 (12 hex) of hostsyncd's source as it is on disk: a run can tell whether the
+    code it measured changed under it."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "hostsyncd").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 @contextlib.contextmanager

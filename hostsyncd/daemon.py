@@ -119,13 +119,21 @@ class Daemon:
                 self.log.info("stopping", reason="signal")
                 return
             try:
-                self._handle(batch)
+                if batch or self._work_due():
+                    self._handle(batch)
             except EngineUnavailable as exc:
                 # The event thread notices too and reconnects; its Connected brings a resync.
                 self.reconciler.problems.add("engine", "call", f"engine call failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - the daemon serves everyone else on
                 self._unexpected(exc)
             self._tick()
+
+    def _work_due(self) -> bool:
+        """On a timer wake-up with no hint: is a resync or a retry due? A watchdog ping or a
+        state write alone must not cost a pass over every dependent."""
+        now = time.monotonic()
+        retry = self.reconciler.retry_due
+        return now >= self._next_resync or (retry is not None and now >= retry)
 
     def _next_batch(self) -> list[object]:
         """Block until a hint or a timer is due, then take everything already queued, so a

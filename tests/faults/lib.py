@@ -1,0 +1,285 @@
+"""Helpers for the fault suite: what a valid hosts file is, background churn, polling."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import re
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from integration.util import BEGIN, END, split
+
+BEGIN_B, END_B = BEGIN.encode(), END.encode()
+_NAME = re.compile(rb"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
+
+
+def invalid_lines(data: bytes) -> list[bytes]:
+    """Lines that a hosts file must not hold: anything but blank lines, comments and
+    `<ip>\\t<name>[ <name>...]` with a valid address and plain host names."""
+    bad = []
+    for raw in data.split(b"\n"):
+        if raw.strip(b" ") == b"" and b"\0" not in raw:
+            continue
+        if raw.startswith(b"#") and b"\0" not in raw and raw.isascii():
+            continue
+        ip, tab, names = raw.partition(b"\t")
+        try:
+            ipaddress.ip_address(ip.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            bad.append(raw)
+            continue
+        if not tab or not names or not all(_NAME.fullmatch(n) for n in names.split(b" ")):
+            bad.append(raw)
+    return bad
+
+
+def markers(data: bytes) -> tuple[int, int]:
+    """(lines starting with BEGIN, lines starting with END)."""
+    lines = data.split(b"\n")
+    return (sum(ln.startswith(BEGIN_B) for ln in lines), sum(ln.startswith(END_B) for ln in lines))
+
+
+def well_formed_block(data: bytes) -> bool:
+    """No block, or exactly one BEGIN followed later by exactly one END."""
+    lines = data.split(b"\n")
+    b = [i for i, ln in enumerate(lines) if ln.startswith(BEGIN_B)]
+    e = [i for i, ln in enumerate(lines) if ln.startswith(END_B)]
+    return (not b and not e) or (len(b) == 1 and len(e) == 1 and b[0] < e[0])
+
+
+def docker_lines(data: bytes) -> list[str]:
+    """The non-blank lines outside the block, in order: Docker's part of the file."""
+    text = data.decode("utf-8", errors="replace")
+    return [ln for ln in split(text)[0].splitlines() if ln.strip()]
+
+
+def block_of(data: bytes) -> list[str]:
+    return split(data.decode("utf-8", errors="replace"))[1]
+
+
+def expected_file(docker_part: bytes, block: list[str]) -> bytes:
+    """What hostsyncd's contract says the file holds: Docker's bytes, then the block."""
+    if not block:
+        return docker_part
+    body = "".join(f"{ln}\n" for ln in block)
+    return (
+        docker_part
+        + b"# BEGIN hostsyncd (managed by hostsyncd; edits inside are overwritten)\n"
+        + body.encode()
+        + b"# END hostsyncd\n"
+    )
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in KiB."""
+    out = {}
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = ln.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0])
+    return out
+
+
+@dataclass
+class Loop:
+    """Runs `step()` over and over on a thread until stopped; pause() waits for a step
+    boundary. An exception in a step stops the loop and is raised again by stop()."""
+
+    step: Callable[[], Any]
+    name: str = "loop"
+    steps: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _go: threading.Event = field(default_factory=threading.Event)
+    _idle: threading.Event = field(default_factory=threading.Event)
+    _error: BaseException | None = None
+    _trace: str = ""
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Loop:
+        self._go.set()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self._go.is_set():
+                    self._idle.set()
+                    self._go.wait(0.05)
+                    continue
+                self._idle.clear()
+                self.step()
+                self.steps += 1
+        except BaseException as exc:  # noqa: BLE001 - handed to the test by stop()
+            self._error = exc
+            self._trace = traceback.format_exc()
+        finally:
+            self._idle.set()
+
+    def pause(self, timeout: float = 30) -> None:
+        self._go.clear()
+        self._idle.clear()
+        if not self._idle.wait(timeout):
+            raise AssertionError(f"{self.name} did not pause within {timeout}s")
+        self.check()
+
+    def resume(self) -> None:
+        self.check()
+        self._go.set()
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise AssertionError(f"{self.name} failed:\n{self._trace}") from self._error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._go.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        self.check()
+
+
+@dataclass
+class Poller:
+    """Reads a file as fast as it can on a thread; `classify(at, bytes) -> set of flags`
+    says what is wrong with each read (`at`: time.monotonic() just before the read).
+    Counts reads, flagged reads and windows (runs of consecutive flagged reads) per flag,
+    with the longest window in seconds."""
+
+    path: Path
+    classify: Callable[[float, bytes], set[str]]
+    reads: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    windows: dict[str, int] = field(default_factory=dict)
+    longest: dict[str, float] = field(default_factory=dict)
+    # (flag, start, seconds) of every window longer than `long_window` seconds
+    long: list[tuple[str, float, float]] = field(default_factory=list)
+    long_window: float = 0.1
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _error: BaseException | None = None
+
+    def start(self) -> Poller:
+        self._thread = threading.Thread(target=self._run, name="poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        open_since: dict[str, float] = {}
+        try:
+            while not self._stop.is_set():
+                at = time.monotonic()
+                try:
+                    data = self.path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                self.reads += 1
+                flags = self.classify(at, data)
+                for flag in flags:
+                    self.counts[flag] = self.counts.get(flag, 0) + 1
+                    if flag not in open_since:
+                        open_since[flag] = at
+                        self.windows[flag] = self.windows.get(flag, 0) + 1
+                for flag in list(open_since):
+                    if flag not in flags:
+                        since = open_since.pop(flag)
+                        took = at - since
+                        self.longest[flag] = max(self.longest.get(flag, 0.0), took)
+                        if took > self.long_window:
+                            self.long.append((flag, since, took))
+                time.sleep(0)  # let the other threads in between reads
+        except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
+            self._error = exc
+
+    def stop(self) -> Poller:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._error is not None:
+            raise AssertionError(f"poller failed: {self._error!r}") from self._error
+        return self
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "reads": self.reads,
+            "flagged_reads": dict(self.counts),
+            "windows": dict(self.windows),
+            "longest_window_ms": {k: round(v * 1000, 3) for k, v in self.longest.items()},
+        }
+
+
+class SocketProxy:
+    """A unix-socket proxy in front of the engine's API socket that can be taken down and
+    brought back at will: an outage of the API as the daemon sees it, while the engine and
+    its containers (shared with other test runs) keep running."""
+
+    def __init__(self, path: Path, upstream: str) -> None:
+        self.path = path
+        self.upstream = upstream
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def up(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        listener.listen(64)
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def down(self) -> None:
+        """Stop listening, remove the socket and cut every open connection."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                server.connect(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            src.close()
