@@ -77,6 +77,7 @@ class Daemon:
         self._next_state = 0.0
         self._state_dirty = True
         self._errors: dict[str, tuple[float, int]] = {}
+        self._watcher: HostsWatcher | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -85,12 +86,13 @@ class Daemon:
         reader = EventReader(self.config.docker.url, self.hints.put, self.config.docker.api_timeout)
         watcher = HostsWatcher(
             self.reconciler.writer.path,
-            on_change=lambda cid: self.hints.put(Drift(cid)),
+            on_change=lambda cid, closed: self.hints.put(Drift(cid, closed)),
             on_overflow=lambda: self.hints.put(Signal.RESYNC),
         )
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
                       containers_root=str(self.config.docker.containers_root))
         self.reconciler.watch = watcher.watch_only
+        self._watcher = watcher
         watcher.start()
         reader.start()
         try:
@@ -156,12 +158,12 @@ class Daemon:
     def _handle(self, batch: list[object]) -> None:
         resync = time.monotonic() >= self._next_resync
         events: list[EngineEvent] = []
-        drifted: list[str] = []
+        drifted: list[Drift] = []
         for hint in batch:
             if isinstance(hint, EngineEvent):
                 events.append(hint)
             elif isinstance(hint, Drift):
-                drifted.append(hint.container_id)
+                drifted.append(hint)
             elif isinstance(hint, Connected):
                 self._engine_up(hint)
                 resync = True
@@ -189,6 +191,8 @@ class Daemon:
 
     def _full_resync(self) -> None:
         wall, cpu, calls = time.perf_counter(), time.process_time(), self.reconciler.engine.calls
+        if self._watcher is not None:
+            self._watcher.overflow_handled()  # this resync covers whatever was lost
         self.reconciler.refresh()
         result = self.reconciler.reconcile(verify_all=True)
         self._next_resync = time.monotonic() + self.config.sync.resync_interval

@@ -10,7 +10,13 @@ from typing import Any
 
 from hostsyncd.config import Config
 from hostsyncd.core.graph import DependentPlan, Problem, Resolution, plan_all, stopped_targets
-from hostsyncd.core.hostsblock import block_lines, merge, own_addresses, render_block
+from hostsyncd.core.hostsblock import (
+    block_lines,
+    merge,
+    own_addresses,
+    render_block,
+    strip_block,
+)
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
@@ -18,6 +24,9 @@ from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter
 
 # Seconds before a file that was being rewritten by someone else is looked at again.
 RACE_RETRY = 0.02
+# Seconds of quiet after a write without a close before the file is checked anyway (the
+# NOTES saw one Docker rewrite with no close event).
+QUIET = 0.1
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
 # Problems that are routine while containers come and go: said at info, not as warnings.
@@ -26,9 +35,15 @@ _ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING)
 
 @dataclass(frozen=True, slots=True)
 class Drift:
-    """A dependent's hosts file was written by someone; check it still holds our block."""
+    """A hosts file hostsyncd watches was written by someone.
+
+    `closed`: the writer closed the file. A write without a close may be one piece of
+    several (a shell redirect, stdio buffers): acting on it would put our block in the
+    middle of someone else's write.
+    """
 
     container_id: str
+    closed: bool = True
 
 
 @dataclass(slots=True)
@@ -70,6 +85,8 @@ class Reconciler:
         self._applied: dict[str, tuple[Resolution, ...]] = {}
         self._dirty: set[str] = set()
         self._races: dict[str, int] = {}
+        # Dependents whose file someone is writing without having closed it: when we saw it.
+        self._writing: dict[str, float] = {}
         self.retry_due: float | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -109,19 +126,27 @@ class Reconciler:
                 need_list = True
         return need_list
 
-    def drifted(self, container_ids: Iterable[str]) -> None:
-        """Hosts files were written. A dependent's gets checked for our block; a stopped
-        target's may be Docker starting it, which tells its new address early."""
-        for cid in container_ids:
+    def drifted(self, drifts: Iterable[Drift]) -> None:
+        """Hosts files were written. A dependent's gets checked for our block once its
+        writer is done (closed the file, or went quiet); a stopped target's may be Docker
+        starting it, which tells its new address early."""
+        now = self.clock()
+        for drift in drifts:
+            cid = drift.container_id
             if cid in self.plans:
-                self._dirty.add(cid)
+                if drift.closed:
+                    self._writing.pop(cid, None)
+                    self._dirty.add(cid)
+                else:
+                    self._writing[cid] = now
+                    self._retry_soon_only(now + QUIET)
             if cid in self.stopped_targets:
                 try:
                     content = self.writer.read(cid)
                 except HostsFileError:
                     continue
                 own = own_addresses(content, cid[:12])
-                if self.observed.hosts_rewritten(cid, own, self.clock()):
+                if self.observed.hosts_rewritten(cid, own, now):
                     self.log.debug("address from Docker's hosts rebuild", container_id=cid,
                                    ipv4=own[0], ipv6=own[1])
 
@@ -140,6 +165,7 @@ class Reconciler:
         for stopped in self.plans.keys() - plans.keys():
             self._applied.pop(stopped, None)
             self._races.pop(stopped, None)
+            self._writing.pop(stopped, None)
             if stopped not in snapshot.by_id:
                 # Only a removed container forgets what was said about it: a restart must
                 # not repeat the same warnings.
@@ -151,6 +177,13 @@ class Reconciler:
         self.watch(self.watched)
         dirty, self._dirty = self._dirty, set()
         self.retry_due = None
+        now = self.clock()
+        for cid, since in list(self._writing.items()):
+            if now - since >= QUIET:  # the writer went quiet without closing: look now
+                del self._writing[cid]
+                dirty.add(cid)
+            else:
+                self._retry_soon_only(since + QUIET)
         for cid, plan in plans.items():
             if verify_all or cid in dirty or self._applied.get(cid) != plan.links:
                 outcome = self._write(plan)
@@ -166,7 +199,9 @@ class Reconciler:
 
     def _retry_soon(self, container_id: str, delay: float) -> None:
         self._dirty.add(container_id)
-        due = self.clock() + delay
+        self._retry_soon_only(self.clock() + delay)
+
+    def _retry_soon_only(self, due: float) -> None:
         self.retry_due = due if self.retry_due is None else min(self.retry_due, due)
 
     def _write(self, plan: DependentPlan) -> bool | None:
@@ -175,8 +210,17 @@ class Reconciler:
         fields = {"container_name": dep.name, "container_id": dep.id}
         keep = self.config.links.on_target_stop == "keep"
 
+        limit = self.writer.max_bytes
+        overflow: list[int] = []
+
         def transform(before: bytes) -> bytes:
-            return merge(before, render_block(plan.lines(keep, block_lines(before))))
+            after = merge(before, render_block(plan.lines(keep, block_lines(before))))
+            if len(after) <= limit:
+                return after
+            # The block does not fit under the read limit: a file we wrote past it could
+            # never be read back to update, and its lines would go stale. No block at all.
+            overflow.append(len(after))
+            return strip_block(before)
 
         try:
             patient = self._races.get(dep.id, 0) < RACE_RETRIES
@@ -196,6 +240,14 @@ class Reconciler:
         else:
             self._races.pop(dep.id, None)
             self._applied[dep.id] = plan.links
+        if overflow:
+            self.problems.add(
+                f"{dep.id}/file", "size",
+                f"hosts file would grow to {overflow[-1]} bytes with the block, over "
+                f"max_hosts_bytes ({limit}); block left out", level="error", **fields,
+            )
+        else:
+            self.problems.clear(f"{dep.id}/file", "size", **fields)
         if _untidy(result.before):
             self.problems.add(f"{dep.id}/file", "content",
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",

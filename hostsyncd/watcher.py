@@ -32,12 +32,15 @@ class HostsWatcher:
     def __init__(
         self,
         path_of: Callable[[str], Path],
-        on_change: Callable[[str], None],
+        on_change: Callable[[str, bool], None],
         on_overflow: Callable[[], None] = lambda: None,
     ) -> None:
+        """on_change(container_id, closed): closed is True when the writer closed the file
+        (it is done), False for a write that may be one piece of several."""
         self._path_of = path_of
         self._on_change = on_change
         self._on_overflow = on_overflow
+        self._overflowed = False
         self._inotify = InotifyFD()
         self._watches: dict[str, WatchDescriptor] = {}
         self._lock = threading.Lock()
@@ -69,6 +72,19 @@ class HostsWatcher:
             with self._lock:
                 self._watches[cid] = wd
 
+    def _overflow(self) -> None:
+        # watchdog calls every callback on one overflow: report it once per burst.
+        with self._lock:
+            if self._overflowed:
+                return
+            self._overflowed = True
+        self._on_overflow()
+
+    def overflow_handled(self) -> None:
+        """The resync the last overflow asked for has run; report the next one."""
+        with self._lock:
+            self._overflowed = False
+
     def _gone(self, container_id: str, wd: WatchDescriptor) -> None:
         with self._lock:
             if self._watches.get(container_id) == wd:
@@ -85,10 +101,10 @@ class _Callback:
         self.container_id = container_id
 
     def on_event(self, event: InotifyEvent) -> None:
-        self.watcher._on_change(self.container_id)
+        self.watcher._on_change(self.container_id, event.is_close_write)
 
     def on_watch_deleted(self, wd: WatchDescriptor) -> None:
         self.watcher._gone(self.container_id, wd)
 
     def on_queue_overflow(self) -> None:
-        self.watcher._on_overflow()
+        self.watcher._overflow()
