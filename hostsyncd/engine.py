@@ -182,8 +182,10 @@ class EventReader:
     """Reads the event stream on its own thread and hands everything to `emit` at once.
 
     The engine drops subscribers that fall behind, so this thread only ever parses and
-    enqueues. It reconnects with capped exponential backoff and says so through `emit`,
-    which is how the daemon knows to resync: events may have been missed.
+    enqueues. It reconnects with exponential backoff capped at 2 s (a failed connect to a
+    unix socket costs next to nothing, and the cap bounds how long after the engine is
+    back the resync can start) and says so through `emit`, which is how the daemon knows
+    to resync: events may have been missed.
     """
 
     def __init__(
@@ -191,7 +193,7 @@ class EventReader:
         url: str,
         emit: Callable[[object], None],
         timeout: float = 10.0,
-        max_backoff: float = 5.0,
+        max_backoff: float = 2.0,
     ) -> None:
         self.url = url
         self.timeout = timeout

@@ -20,7 +20,7 @@ from hostsyncd.core.hostsblock import (
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
-from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter
+from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
 # Seconds before a file that was being rewritten by someone else is looked at again.
 RACE_RETRY = 0.02
@@ -184,15 +184,20 @@ class Reconciler:
                 dirty.add(cid)
             else:
                 self._retry_soon_only(since + QUIET)
+        reports: list[Callable[[], None]] = []
         for cid, plan in plans.items():
-            if verify_all or cid in dirty or self._applied.get(cid) != plan.links:
-                outcome = self._write(plan)
+            changed = self._applied.get(cid) != plan.links
+            if verify_all or cid in dirty or changed:
+                outcome = self._write(plan, reports, expect_change=changed and cid not in dirty)
                 if outcome is True:
                     result.written += 1
                 elif outcome is None:
                     result.failed.append(cid)
                     self._retry_soon(cid, self.config.sync.retry_interval)
-        # Reported after the writes, which are what the latency is measured on.
+        # Logged after all the writes: with many dependents of one target, the last file
+        # must not wait for the log lines of all the others.
+        for report in reports:
+            report()
         for plan in plans.values():
             self._report_links(plan)
         return result
@@ -204,8 +209,11 @@ class Reconciler:
     def _retry_soon_only(self, due: float) -> None:
         self.retry_due = due if self.retry_due is None else min(self.retry_due, due)
 
-    def _write(self, plan: DependentPlan) -> bool | None:
-        """True if written, False if already right (or not there), None if it failed."""
+    def _write(
+        self, plan: DependentPlan, reports: list[Callable[[], None]], expect_change: bool
+    ) -> bool | None:
+        """True if written, False if already right (or not there), None if it failed.
+        What is to be logged about it is appended to `reports`."""
         dep = plan.dependent
         fields = {"container_name": dep.name, "container_id": dep.id}
         keep = self.config.links.on_target_stop == "keep"
@@ -224,14 +232,17 @@ class Reconciler:
 
         try:
             patient = self._races.get(dep.id, 0) < RACE_RETRIES
-            result = self.writer.update(dep.id, transform, defer_empty=patient)
+            result = self.writer.update(dep.id, transform, defer_empty=patient,
+                                        expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
             self.write_errors += 1
-            self.problems.add(f"{dep.id}/file", "write", exc.reason, level="error", **fields)
+            reason = exc.reason
+            reports.append(lambda: self.problems.add(
+                f"{dep.id}/file", "write", reason, level="error", **fields))
             return None
-        self.problems.clear(f"{dep.id}/file", "write", **fields)
+        reports.append(lambda: self._report_write(plan, result, overflow, limit))
         if result.raced:
             # Docker (or someone) was rewriting the file at the same moment: look again
             # shortly rather than build on a half-written file.
@@ -240,6 +251,17 @@ class Reconciler:
         else:
             self._races.pop(dep.id, None)
             self._applied[dep.id] = plan.links
+        if not result.changed:
+            return False
+        self.writes += 1
+        return True
+
+    def _report_write(
+        self, plan: DependentPlan, result: WriteResult, overflow: list[int], limit: int
+    ) -> None:
+        dep = plan.dependent
+        fields = {"container_name": dep.name, "container_id": dep.id}
+        self.problems.clear(f"{dep.id}/file", "write", **fields)
         if overflow:
             self.problems.add(
                 f"{dep.id}/file", "size",
@@ -252,13 +274,10 @@ class Reconciler:
             self.problems.add(f"{dep.id}/file", "content",
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
                               **fields)
-        if not result.changed:
-            return False
-        self.writes += 1
-        added, removed = _diff(block_lines(result.before), block_lines(result.after))
-        self.last_write[dep.id] = LastWrite(time.time(), added, removed)
-        self.log.info("hosts file updated", added=added, removed=removed, **fields)
-        return True
+        if result.changed:
+            added, removed = _diff(block_lines(result.before), block_lines(result.after))
+            self.last_write[dep.id] = LastWrite(time.time(), added, removed)
+            self.log.info("hosts file updated", added=added, removed=removed, **fields)
 
     def _report_links(self, plan: DependentPlan) -> None:
         dep = plan.dependent

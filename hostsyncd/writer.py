@@ -68,7 +68,11 @@ class HostsWriter:
             os.close(fd)
 
     def update(
-        self, container_id: str, transform: Callable[[bytes], bytes], defer_empty: bool = True
+        self,
+        container_id: str,
+        transform: Callable[[bytes], bytes],
+        defer_empty: bool = True,
+        expect_change: bool = False,
     ) -> WriteResult:
         """Rewrite the file as transform(current content); no write when that changes nothing.
 
@@ -82,20 +86,24 @@ class HostsWriter:
         that stays empty (the container emptied it) is written once `defer_empty` is off. Whatever
         slips through is caught by `WriteResult.raced` and the watcher, and written again.
         """
-        fd = self._open(container_id, os.O_RDONLY)
-        try:
-            before, _ = self._read_stable(fd, container_id)
-        finally:
-            os.close(fd)
-        after = transform(before)
-        if after == before:
-            return WriteResult(before, after)
-        if not before and defer_empty:
-            return WriteResult(before, before, raced=True)
+        if not expect_change:
+            fd = self._open(container_id, os.O_RDONLY)
+            try:
+                before, _ = self._read_stable(fd, container_id)
+            finally:
+                os.close(fd)
+            after = transform(before)
+            if after == before:
+                return WriteResult(before, after)
+            if not before and defer_empty:
+                return WriteResult(before, before, raced=True)
+        else:
+            # The caller knows the content changes (a link moved): one read-write open.
+            before = b""
         fd = self._open(container_id, os.O_RDWR)
         try:
             current, stamp = self._read_stable(fd, container_id)
-            if current != before:  # someone wrote in between: build on what is there now
+            if expect_change or current != before:  # build on what is there now
                 before, after = current, transform(current)
             if after == before:
                 return WriteResult(before, after)
@@ -191,19 +199,25 @@ class HostsWriter:
 
 
 def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:
-    """[start, end) of the bytes that differ between two strings of equal length."""
+    """[start, end) of the bytes that differ between two strings of equal length. Found by
+    bisection on slice comparisons, which run in C."""
     size = len(old)
-    start = 0
-    while start < size and old[start : start + 4096] == new[start : start + 4096]:
-        start += 4096  # whole pages compare in C; the byte loops below stay short
-    while start < size and old[start] == new[start]:
-        start += 1
-    end = size
-    while end - 4096 > start and old[end - 4096 : end] == new[end - 4096 : end]:
-        end -= 4096
-    while end > start and old[end - 1] == new[end - 1]:
-        end -= 1
-    return min(start, size), end
+    lo, hi = 0, size  # the common prefix is at least lo and at most hi bytes
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if old[lo:mid] == new[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    start = lo
+    lo, hi = 0, size - start  # the same for the common suffix, within what is left
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if old[size - mid : size - lo] == new[size - mid : size - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return start, size - lo
 
 
 def _stamp(fd: int) -> tuple[int, int]:
