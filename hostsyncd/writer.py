@@ -172,30 +172,39 @@ class HostsWriter:
         return b"".join(chunks)
 
     def _write_in_place(self, fd: int, container_id: str, before: bytes, after: bytes) -> None:
-        """Grow first (with blank lines), then overwrite only the bytes that differ, then
-        shrink. A reader never sees the file end early or go empty. The kernel copies a
-        write into the page cache without excluding readers, so one that races the
-        overwrite itself may see a mix of old and new bytes in the changed region: keeping
-        that region to the bytes that really differ keeps the window to microseconds."""
-        grow = len(after) - len(before)
-        current = before
+        """The change in the form a concurrent reader is least likely to catch halfway.
+
+        The kernel copies a write into the page cache without excluding readers, so a read
+        that races an overwrite can see old and new bytes mixed. Hence the common cases
+        avoid overwriting at all: adding the block is an append (the new size is published
+        only once the bytes are in), and removing it is a truncate. Any other change grows
+        the file with blank lines first, overwrites only the bytes that differ, then
+        shrinks it: a reader never sees the file empty or ending early.
+        """
         try:
-            if grow > 0:
+            if after.startswith(before):
                 _reserve(fd, len(after))
-                _pwrite_all(fd, b"\n" * grow, len(before))
-                current = before + b"\n" * grow
+                _pwrite_all(fd, after[len(before) :], len(before))
+            elif before.startswith(after):
+                os.ftruncate(fd, len(after))
+            else:
+                self._overwrite(fd, before, after)
         except OSError as exc:
             _restore(fd, before)
             raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+
+    def _overwrite(self, fd: int, before: bytes, after: bytes) -> None:
+        current = before
+        grow = len(after) - len(before)
+        if grow > 0:
+            _reserve(fd, len(after))
+            _pwrite_all(fd, b"\n" * grow, len(before))
+            current = before + b"\n" * grow
         padded = after + b"\n" * (len(current) - len(after))
         start, end = _changed_span(current, padded)
-        try:
-            _pwrite_all(fd, padded[start:end], start)
-            if len(padded) > len(after):
-                os.ftruncate(fd, len(after))
-        except OSError as exc:
-            _restore(fd, before)
-            raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+        _pwrite_all(fd, padded[start:end], start)
+        if len(padded) > len(after):
+            os.ftruncate(fd, len(after))
 
 
 def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:

@@ -392,10 +392,13 @@ def test_a_multi_page_rewrite_never_empties_shortens_or_touches_the_prefix(root:
     assert path.read_bytes() == BASE
 
 
-def test_a_growing_write_extends_with_blank_lines_before_overwriting(root: Path) -> None:
-    """Growth happens first, with newlines: a reader that catches the file between the two
-    steps sees the old content followed by blank lines, which resolvers ignore."""
-    path = make_hosts(root, content=BASE)
+def test_a_growing_change_extends_with_blank_lines_before_overwriting(root: Path) -> None:
+    """A change that is not a pure append grows first, with newlines: a reader that
+    catches the file between the steps sees the old content followed by blank lines,
+    which resolvers ignore."""
+    old = hosts_content(1)
+    new = hosts_content(3).replace(b"service-0", b"renamed-0")
+    path = make_hosts(root, content=old)
     seen: list[bytes] = []
     real_pwrite = os.pwrite
 
@@ -403,10 +406,35 @@ def test_a_growing_write_extends_with_blank_lines_before_overwriting(root: Path)
         seen.append(path.read_bytes())
         return real_pwrite(fd, data, offset)
 
-    new = hosts_content(3)
     with mock.patch("hostsyncd.writer.os.pwrite", spy):
         HostsWriter(root).update(CID, to(new))
-    assert seen[0] == BASE
-    assert seen[1] == BASE + b"\n" * (len(new) - len(BASE))
+    assert seen[0] == old
+    assert seen[1] == old + b"\n" * (len(new) - len(old))
     assert path.read_bytes() == new
 
+
+def test_adding_the_block_is_one_append_and_removing_it_one_truncate(root: Path) -> None:
+    """The common changes never overwrite a byte a reader may be reading: the block is
+    appended (the new size is published only once the bytes are in) or truncated away."""
+    path = make_hosts(root, content=BASE)
+    with_block = hosts_content(2)
+    calls: list[tuple[str, int]] = []
+    real_pwrite, real_ftruncate = os.pwrite, os.ftruncate
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        calls.append(("pwrite", offset))
+        return real_pwrite(fd, data, offset)
+
+    def ftruncate(fd: int, length: int) -> None:
+        calls.append(("ftruncate", length))
+        real_ftruncate(fd, length)
+
+    with mock.patch("hostsyncd.writer.os.pwrite", pwrite), \
+            mock.patch("hostsyncd.writer.os.ftruncate", ftruncate):
+        HostsWriter(root).update(CID, to(with_block))
+        assert calls == [("pwrite", len(BASE))]
+        assert path.read_bytes() == with_block
+        calls.clear()
+        HostsWriter(root).update(CID, to(BASE))
+        assert calls == [("ftruncate", len(BASE))]
+        assert path.read_bytes() == BASE
