@@ -185,7 +185,6 @@ def test_config_is_frozen() -> None:
         cfg.links.label = "x"  # type: ignore[misc]
 
 
-@pytest.mark.skipif(not EXAMPLE.exists(), reason="no config.example.toml yet")
 def test_example_config_loads_and_shows_the_defaults() -> None:
     # The example says "the values shown are the defaults": hold it to that.
     assert load(EXAMPLE) == Config()
