@@ -63,12 +63,7 @@ class Daemon:
         self.log = hlog.get_logger()
         self.hints: queue.SimpleQueue[object] = queue.SimpleQueue()
         self.engine_link = EngineLink()
-        self.reconciler = Reconciler(
-            config,
-            Engine(config.docker.url, config.docker.api_timeout),
-            HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes),
-            self.log,
-        )
+        self.reconciler = build_reconciler(config, self.log)
         self.started = time.time()
         self.ready = False
         self.resyncs = 0
@@ -331,14 +326,21 @@ class Daemon:
         self.reconciler.problems.note_error(key)
 
 
+def build_reconciler(config: Config, log: Any) -> Reconciler:
+    return Reconciler(
+        config,
+        Engine(config.docker.url, config.docker.api_timeout),
+        HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes),
+        log,
+    )
+
+
 def run_once(config: Config) -> tuple[int, list[str]]:
     """`hostsyncd sync`: one full reconcile. Returns (writes, failed container ids)."""
-    engine = Engine(config.docker.url, config.docker.api_timeout)
-    writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes)
-    reconciler = Reconciler(config, engine, writer, hlog.get_logger())
+    reconciler = build_reconciler(config, hlog.get_logger())
     try:
         reconciler.refresh()
         result = reconciler.reconcile(verify_all=True)
     finally:
-        engine.close()
+        reconciler.engine.close()
     return result.written, result.failed
