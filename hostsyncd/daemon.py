@@ -175,9 +175,16 @@ class Daemon:
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
         need_list = self.reconciler.apply_events(events) if events else False
-        self.reconciler.drifted(drifted)
+        drift_needs_pass = self.reconciler.drifted(drifted)
         if resync:
             self._full_resync()
+        elif drifted and len(drifted) == len(batch) and not drift_needs_pass:
+            # Only file writes that change nothing yet (a writer still at work, the first
+            # half of Docker's rebuild of a stopped target): keep the loop free for the
+            # write that matters, a millisecond later.
+            if not self._work_due():
+                return
+            self.reconciler.reconcile()
         else:
             if need_list and self.engine_link.connected:
                 self.reconciler.refresh()

@@ -126,17 +126,19 @@ class Reconciler:
                 need_list = True
         return need_list
 
-    def drifted(self, drifts: Iterable[Drift]) -> None:
+    def drifted(self, drifts: Iterable[Drift]) -> bool:
         """Hosts files were written. A dependent's gets checked for our block once its
         writer is done (closed the file, or went quiet); a stopped target's may be Docker
-        starting it, which tells its new address early."""
+        starting it, which tells its new address early. True if a pass is needed now."""
         now = self.clock()
+        needed = False
         for drift in drifts:
             cid = drift.container_id
             if cid in self.plans:
                 if drift.closed:
                     self._writing.pop(cid, None)
                     self._dirty.add(cid)
+                    needed = True
                 else:
                     self._writing[cid] = now
                     self._retry_soon_only(now + QUIET)
@@ -147,8 +149,10 @@ class Reconciler:
                     continue
                 own = own_addresses(content, cid[:12])
                 if self.observed.hosts_rewritten(cid, own, now):
+                    needed = True
                     self.log.debug("address from Docker's hosts rebuild", container_id=cid,
                                    ipv4=own[0], ipv6=own[1])
+        return needed
 
     @property
     def watched(self) -> set[str]:
