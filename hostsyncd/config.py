@@ -5,12 +5,21 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_PATH = Path("/etc/hostsyncd/config.toml")
 ENV_VAR = "HOSTSYNCD_CONFIG"
+
+
+def _absolute(path: Path) -> Path:
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path")
+    return path
+
+
+AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
 
 class ConfigError(Exception):
@@ -23,7 +32,7 @@ class _Section(BaseModel):
 
 class DockerConfig(_Section):
     url: str = "unix:///var/run/docker.sock"
-    containers_root: Path = Path("/var/lib/docker/containers")
+    containers_root: AbsolutePath = Path("/var/lib/docker/containers")
     api_timeout: float = Field(10.0, gt=0, le=300)
 
     @field_validator("url")
@@ -32,13 +41,6 @@ class DockerConfig(_Section):
         if not url.startswith(("unix://", "tcp://", "http://", "https://", "ssh://")):
             raise ValueError("must start with unix://, tcp://, http://, https:// or ssh://")
         return url
-
-    @field_validator("containers_root")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        if not path.is_absolute():
-            raise ValueError("must be an absolute path")
-        return path
 
 
 class LinksConfig(_Section):
@@ -58,14 +60,7 @@ class LogConfig(_Section):
 
 
 class DaemonConfig(_Section):
-    state_file: Path = Path("/run/hostsyncd/state.json")
-
-    @field_validator("state_file")
-    @classmethod
-    def _absolute(cls, path: Path) -> Path:
-        if not path.is_absolute():
-            raise ValueError("must be an absolute path")
-        return path
+    state_file: AbsolutePath = Path("/run/hostsyncd/state.json")
 
 
 class Config(_Section):
