@@ -26,7 +26,7 @@ from hostsyncd.engine import (
     EventReader,
 )
 from hostsyncd.notify import Notifier
-from hostsyncd.reconcile import Drift, Reconciler
+from hostsyncd.reconcile import Drift, FastWrite, Reconciler
 from hostsyncd.watcher import HostsWatcher
 from hostsyncd.writer import HostsWriter
 
@@ -81,7 +81,7 @@ class Daemon:
         reader = EventReader(self.config.docker.url, self.hints.put, self.config.docker.api_timeout)
         watcher = HostsWatcher(
             self.reconciler.writer.path,
-            on_change=lambda cid, closed: self.hints.put(Drift(cid, closed)),
+            on_change=self._file_written,
             on_overflow=lambda: self.hints.put(Signal.RESYNC),
         )
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
@@ -99,6 +99,17 @@ class Daemon:
             self.reconciler.engine.close()
             self.log.info("hostsyncd stopped")
         return 0
+
+    def _file_written(self, container_id: str, closed: bool) -> None:
+        """On the watcher's thread. A target's start is written to its dependents right
+        here (see `Reconciler.started_early`); the hints go after that write, so the pass
+        they bring comes after it too."""
+        try:
+            for written in self.reconciler.started_early(container_id):
+                self.hints.put(written)
+        except Exception as exc:  # noqa: BLE001 - the watcher's thread must not die of a bug
+            self.hints.put(exc)
+        self.hints.put(Drift(container_id, closed))
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -154,11 +165,16 @@ class Daemon:
         resync = time.monotonic() >= self._next_resync
         events: list[EngineEvent] = []
         drifted: list[Drift] = []
+        fast: list[FastWrite] = []
         for hint in batch:
             if isinstance(hint, EngineEvent):
                 events.append(hint)
             elif isinstance(hint, Drift):
                 drifted.append(hint)
+            elif isinstance(hint, FastWrite):
+                fast.append(hint)
+            elif isinstance(hint, Exception):
+                self._unexpected(hint)
             elif isinstance(hint, Connected):
                 self._engine_up(hint)
                 resync = True
@@ -172,6 +188,7 @@ class Daemon:
                 resync = True
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
+        self.reconciler.fast_written(fast)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
         need_list = self.reconciler.apply_events(events) if events else False

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostsyncd.config import Config
-from hostsyncd.core.graph import DependentPlan, Problem, Resolution, plan_all, stopped_targets
+from hostsyncd.core.graph import (
+    DependentPlan,
+    Problem,
+    Resolution,
+    Snapshot,
+    plan_all,
+    replan_started,
+    waiting_dependents,
+)
 from hostsyncd.core.hostsblock import (
     block_lines,
     merge,
@@ -17,6 +25,7 @@ from hostsyncd.core.hostsblock import (
     render_block,
     strip_block,
 )
+from hostsyncd.core.model import Endpoint
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
@@ -44,6 +53,27 @@ class Drift:
 
     container_id: str
     closed: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class FastWrite:
+    """The start fast path wrote a dependent's file from the watcher's thread: for the loop
+    to log and count, and to check again in its next pass."""
+
+    plan: DependentPlan
+    result: WriteResult
+    overflow: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiting:
+    """What the start fast path works from. Built by the loop's pass and published as one
+    reference, so the watcher's thread never sees the loop's state half-changed."""
+
+    snapshot: Snapshot
+    dependents: dict[str, list[DependentPlan]]  # stopped target id -> its waiting dependents
+    label: str
+    keep: bool
 
 
 @dataclass(slots=True)
@@ -88,6 +118,10 @@ class Reconciler:
         # Dependents whose file someone is writing without having closed it: when we saw it.
         self._writing: dict[str, float] = {}
         self.retry_due: float | None = None
+        self._waiting: _Waiting | None = None
+        # Only the watcher's thread touches these two (see `started_early`).
+        self._rebuild_seen: set[str] = set()
+        self._seen_under: _Waiting | None = None
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -154,6 +188,66 @@ class Reconciler:
                                    ipv4=own[0], ipv6=own[1])
         return needed
 
+    def started_early(self, container_id: str) -> list[FastWrite]:
+        """On the watcher's thread, for every write of a watched file: if it is Docker
+        finishing the rebuild of a stopped target's file at its start (as in
+        `ObservedState.hosts_rewritten`), write the target's new address into the files of
+        the dependents waiting for it, at once.
+
+        This skips the hop to the loop and the loop's pass over every dependent, the last
+        milliseconds between Docker's `--link` writes and ours. It works only from what
+        the last pass published and touches nothing of the loop's; the Drift hint that
+        follows it still brings the loop's full pass, which has the last word.
+        """
+        waiting = self._waiting
+        if waiting is None:
+            return []
+        if waiting is not self._seen_under:
+            self._seen_under = waiting
+            self._rebuild_seen &= waiting.dependents.keys()
+        dependents = waiting.dependents.get(container_id)
+        target = waiting.snapshot.by_id.get(container_id)
+        if not dependents or target is None or len(target.endpoints) != 1:
+            # Only single-network targets: the own entry does not say which network it is on.
+            self._rebuild_seen.discard(container_id)
+            return []
+        try:
+            content = self.writer.read(container_id)
+        except HostsFileError:
+            return []
+        own = own_addresses(content, container_id[:12])
+        if not any(own):
+            self._rebuild_seen.add(container_id)
+            return []
+        if container_id not in self._rebuild_seen:
+            return []
+        self._rebuild_seen.discard(container_id)
+        network = target.endpoints[0]
+        endpoint = Endpoint(network.network, network.network_id, own[0], own[1])
+        limit = self.writer.max_bytes
+        out = []
+        for plan in replan_started(waiting.snapshot, target, endpoint, dependents,
+                                   waiting.label):
+            overflow: list[int] = []
+            try:
+                result = self.writer.update(plan.dependent.id,
+                                            _transform(plan, waiting.keep, limit, overflow),
+                                            expect_change=True)
+            except HostsFileError:
+                continue  # the loop's pass tries again, and reports it
+            out.append(FastWrite(plan, result, tuple(overflow)))
+        return out
+
+    def fast_written(self, writes: Iterable[FastWrite]) -> None:
+        """On the loop: account for what `started_early` wrote, and have the next pass check
+        those files against the loop's own, newer plans."""
+        for write in writes:
+            self._dirty.add(write.plan.dependent.id)
+            if write.result.changed:
+                self.writes += 1
+            self._report_write(write.plan, write.result, list(write.overflow),
+                               self.writer.max_bytes)
+
     @property
     def watched(self) -> set[str]:
         """The hosts files whose writes are hints: dependents' and stopped targets'."""
@@ -176,7 +270,10 @@ class Reconciler:
                 for kind in ("links", "file", "waiting"):
                     self.problems.forget(f"{stopped}/{kind}")
         self.plans = plans
-        self.stopped_targets = stopped_targets(snapshot, plans.values())
+        waiting = waiting_dependents(snapshot, plans.values())
+        self.stopped_targets = set(waiting)
+        self._waiting = _Waiting(snapshot, waiting, self.config.links.label,
+                                 self.config.links.on_target_stop == "keep")
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         dirty, self._dirty = self._dirty, set()
@@ -221,23 +318,12 @@ class Reconciler:
         dep = plan.dependent
         fields = {"container_name": dep.name, "container_id": dep.id}
         keep = self.config.links.on_target_stop == "keep"
-
         limit = self.writer.max_bytes
         overflow: list[int] = []
-
-        def transform(before: bytes) -> bytes:
-            after = merge(before, render_block(plan.lines(keep, block_lines(before))))
-            if len(after) <= limit:
-                return after
-            # The block does not fit under the read limit: a file we wrote past it could
-            # never be read back to update, and its lines would go stale. No block at all.
-            overflow.append(len(after))
-            return strip_block(before)
-
         try:
             patient = self._races.get(dep.id, 0) < RACE_RETRIES
-            result = self.writer.update(dep.id, transform, defer_empty=patient,
-                                        expect_change=expect_change)
+            result = self.writer.update(dep.id, _transform(plan, keep, limit, overflow),
+                                        defer_empty=patient, expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
@@ -295,6 +381,23 @@ class Reconciler:
             (routine if link.problem in _ROUTINE else found)[f"link:{link.spec}"] = message
         self.problems.set(f"{dep.id}/links", found, **fields)
         self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)
+
+
+def _transform(
+    plan: DependentPlan, keep: bool, limit: int, overflow: list[int]
+) -> Callable[[bytes], bytes]:
+    """The file's new content from its current one; a size past `limit` goes to overflow."""
+
+    def transform(before: bytes) -> bytes:
+        after = merge(before, render_block(plan.lines(keep, block_lines(before))))
+        if len(after) <= limit:
+            return after
+        # The block does not fit under the read limit: a file we wrote past it could
+        # never be read back to update, and its lines would go stale. No block at all.
+        overflow.append(len(after))
+        return strip_block(before)
+
+    return transform
 
 
 def _untidy(content: bytes) -> bool:

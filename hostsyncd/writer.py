@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import stat
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,9 @@ class HostsWriter:
     def __init__(self, containers_root: Path, max_bytes: int = 1 << 20) -> None:
         self.root = containers_root
         self.max_bytes = max_bytes
+        # The start fast path writes from the watcher's thread while the daemon's loop may
+        # be writing: each read-modify-write of a file must be whole.
+        self._lock = threading.Lock()
 
     def path(self, container_id: str) -> Path:
         return self.root / container_id / HOSTS_FILE
@@ -86,6 +90,16 @@ class HostsWriter:
         that stays empty (the container emptied it) is written once `defer_empty` is off. Whatever
         slips through is caught by `WriteResult.raced` and the watcher, and written again.
         """
+        with self._lock:
+            return self._update(container_id, transform, defer_empty, expect_change)
+
+    def _update(
+        self,
+        container_id: str,
+        transform: Callable[[bytes], bytes],
+        defer_empty: bool,
+        expect_change: bool,
+    ) -> WriteResult:
         if not expect_change:
             fd = self._open(container_id, os.O_RDONLY)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from functools import lru_cache
 from typing import NamedTuple
@@ -77,6 +77,21 @@ class Snapshot:
                 self.by_service[project, service].append(c)
         for replicas in self.by_service.values():
             replicas.sort(key=lambda c: c.name)
+
+    def replaced(self, container: Container) -> Snapshot:
+        """A copy with one container (same id, name and labels) swapped in: a few dict
+        copies in C instead of indexing every container again."""
+        new = Snapshot(())
+        new.by_id = {**self.by_id, container.id: container}
+        new.by_name = {**self.by_name, container.name: container}
+        new.by_service.update(self.by_service)
+        project, service = container.compose_project, container.compose_service
+        if project is not None and service is not None:
+            new.by_service[project, service] = [
+                container if c.id == container.id else c
+                for c in self.by_service.get((project, service), ())
+            ]
+        return new
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -232,13 +247,40 @@ def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
 
 def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
     """Ids of the containers that links wait for because they are not running."""
-    waiting = set()
+    return set(waiting_dependents(snapshot, plans))
+
+
+def waiting_dependents(
+    snapshot: Snapshot, plans: Iterable[DependentPlan]
+) -> dict[str, list[DependentPlan]]:
+    """For each container that links wait for because it is not running, the plans of the
+    dependents that wait for it."""
+    waiting: dict[str, list[DependentPlan]] = {}
     for found in plans:
         for link in found.links:
             if link.problem is Problem.NOT_RUNNING:
                 targets = _targets(snapshot, found.dependent.compose_project, link.spec.target)
-                waiting.update(t.id for t in targets if not t.has_address)
+                for t in targets:
+                    if not t.has_address:
+                        dependents = waiting.setdefault(t.id, [])
+                        if not dependents or dependents[-1] is not found:
+                            dependents.append(found)
     return waiting
+
+
+def replan_started(
+    snapshot: Snapshot, target: Container, endpoint: Endpoint,
+    dependents: Iterable[DependentPlan], label: str,
+) -> list[DependentPlan]:
+    """The dependents' plans once this stopped target runs with this one endpoint, all
+    else as in the snapshot: a start costs the plans of its dependents, not of the fleet."""
+    started = snapshot.replaced(replace(target, state="running", endpoints=(endpoint,)))
+    out = []
+    for old in dependents:
+        new = plan(started, old.dependent, label)
+        if new is not None:
+            out.append(new)
+    return out
 
 
 def plan_all(snapshot: Snapshot, label: str, live_only: bool = True) -> dict[str, DependentPlan]:
