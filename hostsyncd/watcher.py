@@ -2,10 +2,10 @@
 
 One inotify watch per file, limited to writes: a watch on the whole containers directory
 would also see every log line the engine writes and every reader opening a file. The
-callbacks run on watchdog's inotify thread and only enqueue a hint; that single hop keeps
-the latency of the start fast path within a millisecond of Docker's own write. Inotify can
-lose events (queue overflow), so that is reported too, and the periodic resync stays the
-safety net.
+callbacks run on watchdog's inotify thread. The daemon's callback does the start fast
+path's writes right there (a started target's new address reaches its dependents without a
+hop to the loop), then enqueues a hint for the loop. Inotify can lose events (queue
+overflow), so that is reported too, and the periodic resync stays the safety net.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from hostsyncd.core.graph import (
     choose_endpoint,
     plan,
     plan_all,
+    replan_started,
     resolve,
+    waiting_dependents,
 )
 from hostsyncd.core.model import (
     COMPOSE_PROJECT,
@@ -530,3 +532,49 @@ def test_resolution_reports_network_and_targets() -> None:
     assert res.resolved
     assert res.network == "back"
     assert res.targets == ("db",)
+
+
+# --- the start fast path: re-planning only the dependents of one started target -----------
+
+
+def _fleet() -> list[Container]:
+    return [
+        ctr("db", net("n"), state="exited"),  # stopped: its endpoint has no address
+        ctr("cache", net("n", "10.0.0.3")),
+        ctr("web", net("n", "10.0.0.4"), links="db:data,cache"),
+        ctr("api", net("n", "10.0.0.5"), links="db db"),  # twice: still one dependent
+        ctr("cron", net("n", "10.0.0.6"), links="cache"),  # waits for nothing
+        ctr("ui", net("n", "10.0.0.7"), links="api", project="p", service="ui"),
+    ]
+
+
+def test_waiting_dependents_lists_each_waiting_dependent_once() -> None:
+    snap = Snapshot(_fleet())
+    waiting = waiting_dependents(snap, plan_all(snap, LABEL).values())
+    assert waiting.keys() == {cid("db")}
+    assert [p.dependent.name for p in waiting[cid("db")]] == ["web", "api"]
+
+
+def test_replan_started_matches_a_full_plan_of_the_started_fleet() -> None:
+    fleet = _fleet()
+    snap = Snapshot(fleet)
+    db = snap.by_id[cid("db")]
+    waiting = waiting_dependents(snap, plan_all(snap, LABEL).values())[db.id]
+    started = net("n", "10.0.0.9")
+    fast = replan_started(snap, db, started, waiting, LABEL)
+    full = plan_all(Snapshot([ctr("db", started) if c.id == db.id else c for c in fleet]),
+                    LABEL)
+    assert fast == [full[p.dependent.id] for p in waiting]
+    assert rendered(fast[0]) == ["10.0.0.9\tdata db", "10.0.0.3\tcache"]
+    assert snap.by_id[db.id] is db  # the snapshot it started from is left alone
+
+
+def test_snapshot_replaced_swaps_one_container_everywhere_it_is_indexed() -> None:
+    a = ctr("a", net("n"), state="exited", project="p", service="s")
+    b = ctr("b", net("n", "10.0.0.2"), project="p", service="s")
+    snap = Snapshot([a, b])
+    a2 = ctr("a", net("n", "10.0.0.3"), project="p", service="s")
+    new = snap.replaced(a2)
+    assert new.by_id[a.id] is a2 and new.by_name["a"] is a2
+    assert new.by_service["p", "s"] == [a2, b]
+    assert snap.by_service["p", "s"] == [a, b] and snap.by_name["a"] is a

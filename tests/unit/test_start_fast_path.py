@@ -1,0 +1,86 @@
+"""The start fast path: Docker's rebuild of a stopped target's hosts file, seen on the
+watcher's thread, is written straight into the files of the dependents waiting for it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from hostsyncd.config import Config
+from hostsyncd.core.model import Container, Endpoint
+from hostsyncd.reconcile import Reconciler
+from hostsyncd.writer import HostsWriter
+
+LABEL = "hostsyncd.links"
+BASE = b"127.0.0.1\tlocalhost\n"
+
+
+def cid(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()
+
+
+class _Log:
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: None
+
+
+class _Engine:
+    def __init__(self, containers: list[Container]) -> None:
+        self.containers = containers
+        self.calls = 0
+
+    def list_containers(self) -> list[Container]:
+        return list(self.containers)
+
+
+def _ctr(name: str, ip: str, state: str = "running", links: str | None = None) -> Container:
+    labels = {LABEL: links} if links is not None else {}
+    return Container(id=cid(name), name=name, state=state, labels=MappingProxyType(labels),
+                     endpoints=(Endpoint("bridge", cid("net"), ip),))
+
+
+def _setup(tmp_path: Path) -> tuple[Reconciler, Path, Path]:
+    containers = [_ctr("db", "", state="exited"), _ctr("web", "10.0.0.4", links="db")]
+    for c in containers:
+        (tmp_path / c.id).mkdir()
+        (tmp_path / c.id / "hosts").write_bytes(BASE)
+    rec = Reconciler(Config(), _Engine(containers), HostsWriter(tmp_path), _Log())  # type: ignore[arg-type]
+    rec.refresh()
+    rec.reconcile(verify_all=True)
+    assert rec.stopped_targets == {cid("db")}
+    return rec, tmp_path / cid("db") / "hosts", tmp_path / cid("web") / "hosts"
+
+
+def test_the_own_entry_after_a_rebuild_is_written_to_the_waiting_dependents(
+    tmp_path: Path,
+) -> None:
+    rec, db_file, web_file = _setup(tmp_path)
+    db_file.write_bytes(BASE)  # the first half of Docker's rebuild: no own entry yet
+    assert rec.started_early(cid("db")) == []
+    db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
+    written = rec.started_early(cid("db"))
+    assert [w.plan.dependent.name for w in written] == ["web"]
+    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
+    # Once is enough: Docker's close of the same file writes nothing more.
+    assert rec.started_early(cid("db")) == []
+    # The loop counts it, and checks the file again in its next pass.
+    rec.fast_written(written)
+    assert rec.writes == 1
+    assert rec._dirty == {cid("web")}
+
+
+def test_an_own_entry_without_a_rebuild_seen_first_is_not_trusted(tmp_path: Path) -> None:
+    """A stopped container's file still holds the entry of its last run."""
+    rec, db_file, web_file = _setup(tmp_path)
+    db_file.write_bytes(BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode())
+    assert rec.started_early(cid("db")) == []
+    assert web_file.read_bytes() == BASE
+
+
+def test_files_of_running_containers_take_no_fast_path(tmp_path: Path) -> None:
+    rec, _, web_file = _setup(tmp_path)
+    web_file.write_bytes(BASE)
+    assert rec.started_early(cid("web")) == []
+    assert rec.started_early(cid("nothing")) == []
