@@ -26,7 +26,7 @@ from hostsyncd.engine import (
     EventReader,
 )
 from hostsyncd.notify import Notifier
-from hostsyncd.reconcile import Drift, FastWrite, Reconciler
+from hostsyncd.reconcile import Drift, EarlyStart, Reconciler
 from hostsyncd.watcher import HostsWatcher
 from hostsyncd.writer import HostsWriter
 
@@ -105,8 +105,9 @@ class Daemon:
         here (see `Reconciler.started_early`); the hints go after that write, so the pass
         they bring comes after it too."""
         try:
-            for written in self.reconciler.started_early(container_id):
-                self.hints.put(written)
+            early = self.reconciler.started_early(container_id)
+            if early is not None:
+                self.hints.put(early)
         except Exception as exc:  # noqa: BLE001 - the watcher's thread must not die of a bug
             self.hints.put(exc)
         self.hints.put(Drift(container_id, closed))
@@ -165,14 +166,14 @@ class Daemon:
         resync = time.monotonic() >= self._next_resync
         events: list[EngineEvent] = []
         drifted: list[Drift] = []
-        fast: list[FastWrite] = []
+        early: list[EarlyStart] = []
         for hint in batch:
             if isinstance(hint, EngineEvent):
                 events.append(hint)
             elif isinstance(hint, Drift):
                 drifted.append(hint)
-            elif isinstance(hint, FastWrite):
-                fast.append(hint)
+            elif isinstance(hint, EarlyStart):
+                early.append(hint)
             elif isinstance(hint, Exception):
                 self._unexpected(hint)
             elif isinstance(hint, Connected):
@@ -188,7 +189,8 @@ class Daemon:
                 resync = True
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
-        self.reconciler.fast_written(fast)
+        for started in early:
+            self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
         need_list = self.reconciler.apply_events(events) if events else False

@@ -57,12 +57,23 @@ class Drift:
 
 @dataclass(frozen=True, slots=True)
 class FastWrite:
-    """The start fast path wrote a dependent's file from the watcher's thread: for the loop
-    to log and count, and to check again in its next pass."""
+    """One dependent's file, written by the start fast path."""
 
     plan: DependentPlan
     result: WriteResult
     overflow: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyStart:
+    """The start fast path read a stopped target's new address from Docker's rebuild of its
+    hosts file, on the watcher's thread, and wrote it to the dependents waiting for it. For
+    the loop to believe as it would its own read of the rebuild, and to log and count."""
+
+    target_id: str
+    name: str
+    endpoint: Endpoint
+    writes: tuple[FastWrite, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +199,7 @@ class Reconciler:
                                    ipv4=own[0], ipv6=own[1])
         return needed
 
-    def started_early(self, container_id: str) -> list[FastWrite]:
+    def started_early(self, container_id: str) -> EarlyStart | None:
         """On the watcher's thread, for every write of a watched file: if it is Docker
         finishing the rebuild of a stopped target's file at its start (as in
         `ObservedState.hosts_rewritten`), write the target's new address into the files of
@@ -196,12 +207,13 @@ class Reconciler:
 
         This skips the hop to the loop and the loop's pass over every dependent, the last
         milliseconds between Docker's `--link` writes and ours. It works only from what
-        the last pass published and touches nothing of the loop's; the Drift hint that
-        follows it still brings the loop's full pass, which has the last word.
+        the last pass published and touches nothing of the loop's; the loop takes the
+        EarlyStart it returns as its own read of the rebuild (so its next pass agrees with
+        these writes instead of undoing them), and that pass has the last word.
         """
         waiting = self._waiting
         if waiting is None:
-            return []
+            return None
         if waiting is not self._seen_under:
             self._seen_under = waiting
             self._rebuild_seen &= waiting.dependents.keys()
@@ -210,17 +222,17 @@ class Reconciler:
         if not dependents or target is None or len(target.endpoints) != 1:
             # Only single-network targets: the own entry does not say which network it is on.
             self._rebuild_seen.discard(container_id)
-            return []
+            return None
         try:
             content = self.writer.read(container_id)
         except HostsFileError:
-            return []
+            return None
         own = own_addresses(content, container_id[:12])
         if not any(own):
             self._rebuild_seen.add(container_id)
-            return []
+            return None
         if container_id not in self._rebuild_seen:
-            return []
+            return None
         self._rebuild_seen.discard(container_id)
         network = target.endpoints[0]
         endpoint = Endpoint(network.network, network.network_id, own[0], own[1])
@@ -236,12 +248,15 @@ class Reconciler:
             except HostsFileError:
                 continue  # the loop's pass tries again, and reports it
             out.append(FastWrite(plan, result, tuple(overflow)))
-        return out
+        return EarlyStart(container_id, target.name, endpoint, tuple(out))
 
-    def fast_written(self, writes: Iterable[FastWrite]) -> None:
-        """On the loop: account for what `started_early` wrote, and have the next pass check
-        those files against the loop's own, newer plans."""
-        for write in writes:
+    def started(self, early: EarlyStart) -> None:
+        """On the loop: what `started_early` read and wrote. The next pass checks those files
+        against the loop's own, newer plans."""
+        self.observed.connected(early.target_id, early.name, early.endpoint, self.clock())
+        self.log.debug("address from Docker's hosts rebuild", container_id=early.target_id,
+                       ipv4=early.endpoint.ipv4, ipv6=early.endpoint.ipv6, early=True)
+        for write in early.writes:
             self._dirty.add(write.plan.dependent.id)
             if write.result.changed:
                 self.writes += 1

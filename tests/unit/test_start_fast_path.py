@@ -58,29 +58,33 @@ def test_the_own_entry_after_a_rebuild_is_written_to_the_waiting_dependents(
 ) -> None:
     rec, db_file, web_file = _setup(tmp_path)
     db_file.write_bytes(BASE)  # the first half of Docker's rebuild: no own entry yet
-    assert rec.started_early(cid("db")) == []
+    assert rec.started_early(cid("db")) is None
     db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
-    written = rec.started_early(cid("db"))
-    assert [w.plan.dependent.name for w in written] == ["web"]
+    early = rec.started_early(cid("db"))
+    assert early is not None
+    assert early.endpoint.ipv4 == "10.0.0.9"
+    assert [w.plan.dependent.name for w in early.writes] == ["web"]
     assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
     # Once is enough: Docker's close of the same file writes nothing more.
-    assert rec.started_early(cid("db")) == []
-    # The loop counts it, and checks the file again in its next pass.
-    rec.fast_written(written)
+    assert rec.started_early(cid("db")) is None
+    # The loop believes it, counts it, and its next pass agrees with what was written.
+    rec.started(early)
     assert rec.writes == 1
-    assert rec._dirty == {cid("web")}
+    assert rec.reconcile().written == 0
+    assert rec.stopped_targets == set()
+    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
 
 
 def test_an_own_entry_without_a_rebuild_seen_first_is_not_trusted(tmp_path: Path) -> None:
     """A stopped container's file still holds the entry of its last run."""
     rec, db_file, web_file = _setup(tmp_path)
     db_file.write_bytes(BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode())
-    assert rec.started_early(cid("db")) == []
+    assert rec.started_early(cid("db")) is None
     assert web_file.read_bytes() == BASE
 
 
 def test_files_of_running_containers_take_no_fast_path(tmp_path: Path) -> None:
     rec, _, web_file = _setup(tmp_path)
     web_file.write_bytes(BASE)
-    assert rec.started_early(cid("web")) == []
-    assert rec.started_early(cid("nothing")) == []
+    assert rec.started_early(cid("web")) is None
+    assert rec.started_early(cid("nothing")) is None
