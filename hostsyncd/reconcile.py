@@ -83,6 +83,7 @@ class _Waiting:
 
     snapshot: Snapshot
     dependents: dict[str, list[DependentPlan]]  # stopped target id -> its waiting dependents
+    own_when_stopped: dict[str, tuple[str, str]]  # see Reconciler._own_when_stopped
     label: str
     keep: bool
 
@@ -132,6 +133,12 @@ class Reconciler:
         self._waiting: _Waiting | None = None
         # Only the watcher's thread touches these two (see `started_early`).
         self._rebuild_seen: set[str] = set()
+        self._started_with: dict[str, tuple[str, str]] = {}
+        # The own entry in each waiting target's file when a pass first found it stopped.
+        # Its processes are gone by then, so a different own entry later is Docker's
+        # rebuild at start, even when the watcher's thread got to the file only after both
+        # halves of the rebuild (as happens on a loaded machine).
+        self._own_when_stopped: dict[str, tuple[str, str]] = {}
         self._seen_under: _Waiting | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -217,6 +224,8 @@ class Reconciler:
         if waiting is not self._seen_under:
             self._seen_under = waiting
             self._rebuild_seen &= waiting.dependents.keys()
+            for gone in self._started_with.keys() - waiting.dependents.keys():
+                del self._started_with[gone]
         dependents = waiting.dependents.get(container_id)
         target = waiting.snapshot.by_id.get(container_id)
         if not dependents or target is None or len(target.endpoints) != 1:
@@ -231,9 +240,13 @@ class Reconciler:
         if not any(own):
             self._rebuild_seen.add(container_id)
             return None
-        if container_id not in self._rebuild_seen:
+        before = waiting.own_when_stopped.get(container_id)
+        if container_id not in self._rebuild_seen and (before is None or own == before):
             return None
+        if self._started_with.get(container_id) == own:
+            return None  # the rest of the same rebuild
         self._rebuild_seen.discard(container_id)
+        self._started_with[container_id] = own
         network = target.endpoints[0]
         endpoint = Endpoint(network.network, network.network_id, own[0], own[1])
         limit = self.writer.max_bytes
@@ -287,7 +300,9 @@ class Reconciler:
         self.plans = plans
         waiting = waiting_dependents(snapshot, plans.values())
         self.stopped_targets = set(waiting)
-        self._waiting = _Waiting(snapshot, waiting, self.config.links.label,
+        self._note_own_entries(self.stopped_targets)
+        self._waiting = _Waiting(snapshot, waiting, dict(self._own_when_stopped),
+                                 self.config.links.label,
                                  self.config.links.on_target_stop == "keep")
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
@@ -317,6 +332,18 @@ class Reconciler:
         for plan in plans.values():
             self._report_links(plan)
         return result
+
+    def _note_own_entries(self, stopped: set[str]) -> None:
+        for gone in self._own_when_stopped.keys() - stopped:
+            del self._own_when_stopped[gone]
+        for cid in stopped - self._own_when_stopped.keys():
+            try:
+                content = self.writer.read(cid)
+            except HostsFileError:
+                continue
+            # An empty file may be a rewrite by Docker caught halfway: no baseline then.
+            if content:
+                self._own_when_stopped[cid] = own_addresses(content, cid[:12])
 
     def _retry_soon(self, container_id: str, delay: float) -> None:
         self._dirty.add(container_id)

@@ -41,11 +41,11 @@ def _ctr(name: str, ip: str, state: str = "running", links: str | None = None) -
                      endpoints=(Endpoint("bridge", cid("net"), ip),))
 
 
-def _setup(tmp_path: Path) -> tuple[Reconciler, Path, Path]:
+def _setup(tmp_path: Path, db_hosts: bytes = BASE) -> tuple[Reconciler, Path, Path]:
     containers = [_ctr("db", "", state="exited"), _ctr("web", "10.0.0.4", links="db")]
     for c in containers:
         (tmp_path / c.id).mkdir()
-        (tmp_path / c.id / "hosts").write_bytes(BASE)
+        (tmp_path / c.id / "hosts").write_bytes(db_hosts if c.name == "db" else BASE)
     rec = Reconciler(Config(), _Engine(containers), HostsWriter(tmp_path), _Log())  # type: ignore[arg-type]
     rec.refresh()
     rec.reconcile(verify_all=True)
@@ -75,10 +75,11 @@ def test_the_own_entry_after_a_rebuild_is_written_to_the_waiting_dependents(
     assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
 
 
-def test_an_own_entry_without_a_rebuild_seen_first_is_not_trusted(tmp_path: Path) -> None:
+def test_the_own_entry_of_the_last_run_is_not_trusted(tmp_path: Path) -> None:
     """A stopped container's file still holds the entry of its last run."""
-    rec, db_file, web_file = _setup(tmp_path)
-    db_file.write_bytes(BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode())
+    old = BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode()
+    rec, db_file, web_file = _setup(tmp_path, db_hosts=old)
+    db_file.write_bytes(old)
     assert rec.started_early(cid("db")) is None
     assert web_file.read_bytes() == BASE
 
@@ -88,3 +89,15 @@ def test_files_of_running_containers_take_no_fast_path(tmp_path: Path) -> None:
     web_file.write_bytes(BASE)
     assert rec.started_early(cid("web")) is None
     assert rec.started_early(cid("nothing")) is None
+
+
+def test_a_rebuild_read_only_once_finished_is_known_by_its_new_own_entry(
+    tmp_path: Path,
+) -> None:
+    """On a loaded machine the watcher's thread may read the file only after both halves
+    of Docker's rebuild: an own entry other than the one there when db stopped is new."""
+    rec, db_file, web_file = _setup(tmp_path)
+    db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
+    assert rec.started_early(cid("db")) is not None
+    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
+    assert rec.started_early(cid("db")) is None  # the rest of the same rebuild
