@@ -102,15 +102,15 @@ class Daemon:
 
     def _file_written(self, container_id: str, closed: bool) -> None:
         """On the watcher's thread. A target's start is written to its dependents right
-        here (see `Reconciler.started_early`); the hints go after that write, so the pass
+        here (see `Reconciler.file_written`); the hints go after that write, so the pass
         they bring comes after it too."""
+        hints: list[object]
         try:
-            early = self.reconciler.started_early(container_id)
-            if early is not None:
-                self.hints.put(early)
+            hints = list(self.reconciler.file_written(container_id, closed))
         except Exception as exc:  # noqa: BLE001 - the watcher's thread must not die of a bug
-            self.hints.put(exc)
-        self.hints.put(Drift(container_id, closed))
+            hints = [exc, Drift(container_id, closed)]
+        for hint in hints:
+            self.hints.put(hint)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -198,9 +198,8 @@ class Daemon:
         if resync:
             self._full_resync()
         elif drifted and len(drifted) == len(batch) and not drift_needs_pass:
-            # Only file writes that change nothing yet (a writer still at work, the first
-            # half of Docker's rebuild of a stopped target): keep the loop free for the
-            # write that matters, a millisecond later.
+            # Only file writes that change nothing yet (a writer still at work): keep the
+            # loop free for the write that matters.
             if not self._work_due():
                 return
             self.reconciler.reconcile()

@@ -179,9 +179,9 @@ class Reconciler:
         return need_list
 
     def drifted(self, drifts: Iterable[Drift]) -> bool:
-        """Hosts files were written. A dependent's gets checked for our block once its
-        writer is done (closed the file, or went quiet); a stopped target's may be Docker
-        starting it, which tells its new address early. True if a pass is needed now."""
+        """Dependents' hosts files were written. Each gets checked for our block once its
+        writer is done (closed the file, or went quiet). True if a pass is needed now.
+        (Stopped targets' files are the watcher thread's: see `file_written`.)"""
         now = self.clock()
         needed = False
         for drift in drifts:
@@ -194,33 +194,38 @@ class Reconciler:
                 else:
                     self._writing[cid] = now
                     self._retry_soon_only(now + QUIET)
-            if cid in self.stopped_targets:
-                try:
-                    content = self.writer.read(cid)
-                except HostsFileError:
-                    continue
-                own = own_addresses(content, cid[:12])
-                if self.observed.hosts_rewritten(cid, own, now):
-                    needed = True
-                    self.log.debug("address from Docker's hosts rebuild", container_id=cid,
-                                   ipv4=own[0], ipv6=own[1])
         return needed
 
-    def started_early(self, container_id: str) -> EarlyStart | None:
-        """On the watcher's thread, for every write of a watched file: if it is Docker
-        finishing the rebuild of a stopped target's file at its start (as in
-        `ObservedState.hosts_rewritten`), write the target's new address into the files of
-        the dependents waiting for it, at once.
-
-        This skips the hop to the loop and the loop's pass over every dependent, the last
-        milliseconds between Docker's `--link` writes and ours. It works only from what
-        the last pass published and touches nothing of the loop's; the loop takes the
-        EarlyStart it returns as its own read of the rebuild (so its next pass agrees with
-        these writes instead of undoing them), and that pass has the last word.
-        """
+    def file_written(self, container_id: str, closed: bool) -> list[Drift | EarlyStart]:
+        """On the watcher's thread, for every write of a watched file: the hints for the
+        loop. A dependent's file gets a Drift. A stopped target's file is this thread's
+        alone: the loop reading it too would only compete for the interpreter at the moment
+        the new address must go out, and could take a watch away from under the last
+        event of Docker's rebuild. See `started_early`."""
         waiting = self._waiting
-        if waiting is None:
-            return None
+        if waiting is None or container_id not in waiting.dependents:
+            return [Drift(container_id, closed)]
+        early = self.started_early(waiting, container_id)
+        return [early] if early is not None else []
+
+    def started_early(self, waiting: _Waiting, container_id: str) -> EarlyStart | None:
+        """If this write of a stopped target's file is Docker finishing the rebuild of the
+        file at the target's start, write the target's new address into the files of the
+        dependents waiting for it, at once.
+
+        Docker rebuilds a container's hosts file when it starts, first without and then
+        with the container's own entry, about a millisecond after it writes `--link` files
+        and a few before the connect event (when the network can be inspected). A stopped
+        container runs no process that could write the file, so once the rebuild has been
+        seen to begin, or the own entry differs from the one the file held when the target
+        was found stopped, the own entry is Docker's word. Only single-network targets
+        qualify: the entry does not say which network the address is on.
+
+        This skips the hop to the loop and the loop's pass over every dependent. It works
+        only from what the last pass published and touches nothing of the loop's; the loop
+        takes the EarlyStart it returns as its own read of the start (so its next pass
+        agrees with these writes instead of undoing them), and that pass has the last word.
+        """
         if waiting is not self._seen_under:
             self._seen_under = waiting
             self._rebuild_seen &= waiting.dependents.keys()

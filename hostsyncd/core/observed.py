@@ -31,9 +31,6 @@ class ObservedState:
         self._listed: dict[str, Container] = {}
         self._overrides: dict[str, _Override] = {}
         self._snapshot: Snapshot | None = None
-        # Stopped containers whose hosts file was seen without their own entry: the first
-        # half of Docker's rebuild at start (see `hosts_rewritten`).
-        self._rebuilding: set[str] = set()
 
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
@@ -47,7 +44,6 @@ class ObservedState:
         """Drop every override: after a reconnect, the events they came from are history
         and the next list is the whole truth (what happened in between was not seen)."""
         self._overrides.clear()
-        self._rebuilding.clear()
         self._snapshot = None
 
     def connected(self, container_id: str, name: str, endpoint: Endpoint, now: float) -> None:
@@ -56,31 +52,6 @@ class ObservedState:
         override.stopped = False
         override.name = name or override.name
         override.endpoints[endpoint.network_id] = endpoint
-        self._rebuilding.discard(container_id)
-
-    def hosts_rewritten(self, container_id: str, own: tuple[str, str], now: float) -> bool:
-        """A stopped container's own hosts file changed; True if that told its new address.
-
-        Docker rebuilds a container's hosts file when it starts, first without and then
-        with the container's own entry, a few milliseconds before the connect event and
-        before the network can be inspected. A stopped container runs no process that could
-        write the file, so once the rebuild has been seen to begin, the own entry that
-        follows is Docker's word. Only single-network containers qualify: the entry does
-        not say which network the address is on.
-        """
-        container = self.snapshot().by_id.get(container_id)
-        if container is None or container.has_address:
-            self._rebuilding.discard(container_id)
-            return False
-        if not any(own):
-            self._rebuilding.add(container_id)
-            return False
-        if container_id not in self._rebuilding or len(container.endpoints) != 1:
-            return False
-        network = container.endpoints[0]
-        endpoint = Endpoint(network.network, network.network_id, own[0], own[1])
-        self.connected(container_id, container.name, endpoint, now)
-        return True
 
     def disconnected(self, container_id: str, network_id: str, now: float) -> None:
         self._override(container_id, now).endpoints[network_id] = None

@@ -10,7 +10,7 @@ from typing import Any
 
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
-from hostsyncd.reconcile import Reconciler
+from hostsyncd.reconcile import Drift, EarlyStart, Reconciler
 from hostsyncd.writer import HostsWriter
 
 LABEL = "hostsyncd.links"
@@ -53,20 +53,26 @@ def _setup(tmp_path: Path, db_hosts: bytes = BASE) -> tuple[Reconciler, Path, Pa
     return rec, tmp_path / cid("db") / "hosts", tmp_path / cid("web") / "hosts"
 
 
+def _early(rec: Reconciler, container_id: str) -> EarlyStart | None:
+    hints = rec.file_written(container_id, True)
+    assert not any(isinstance(h, Drift) for h in hints)  # a stopped target's file: no Drift
+    return hints[0] if hints else None
+
+
 def test_the_own_entry_after_a_rebuild_is_written_to_the_waiting_dependents(
     tmp_path: Path,
 ) -> None:
     rec, db_file, web_file = _setup(tmp_path)
     db_file.write_bytes(BASE)  # the first half of Docker's rebuild: no own entry yet
-    assert rec.started_early(cid("db")) is None
+    assert _early(rec, cid("db")) is None
     db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
-    early = rec.started_early(cid("db"))
+    early = _early(rec, cid("db"))
     assert early is not None
     assert early.endpoint.ipv4 == "10.0.0.9"
     assert [w.plan.dependent.name for w in early.writes] == ["web"]
     assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
     # Once is enough: Docker's close of the same file writes nothing more.
-    assert rec.started_early(cid("db")) is None
+    assert _early(rec, cid("db")) is None
     # The loop believes it, counts it, and its next pass agrees with what was written.
     rec.started(early)
     assert rec.writes == 1
@@ -80,15 +86,15 @@ def test_the_own_entry_of_the_last_run_is_not_trusted(tmp_path: Path) -> None:
     old = BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode()
     rec, db_file, web_file = _setup(tmp_path, db_hosts=old)
     db_file.write_bytes(old)
-    assert rec.started_early(cid("db")) is None
+    assert _early(rec, cid("db")) is None
     assert web_file.read_bytes() == BASE
 
 
 def test_files_of_running_containers_take_no_fast_path(tmp_path: Path) -> None:
     rec, _, web_file = _setup(tmp_path)
     web_file.write_bytes(BASE)
-    assert rec.started_early(cid("web")) is None
-    assert rec.started_early(cid("nothing")) is None
+    assert rec.file_written(cid("web"), False) == [Drift(cid("web"), False)]
+    assert rec.file_written(cid("nothing"), True) == [Drift(cid("nothing"), True)]
 
 
 def test_a_rebuild_read_only_once_finished_is_known_by_its_new_own_entry(
@@ -98,6 +104,6 @@ def test_a_rebuild_read_only_once_finished_is_known_by_its_new_own_entry(
     of Docker's rebuild: an own entry other than the one there when db stopped is new."""
     rec, db_file, web_file = _setup(tmp_path)
     db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
-    assert rec.started_early(cid("db")) is not None
+    assert _early(rec, cid("db")) is not None
     assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
-    assert rec.started_early(cid("db")) is None  # the rest of the same rebuild
+    assert _early(rec, cid("db")) is None  # the rest of the same rebuild
