@@ -130,15 +130,18 @@ class Reconciler:
         # Dependents whose file someone is writing without having closed it: when we saw it.
         self._writing: dict[str, float] = {}
         self.retry_due: float | None = None
-        self._waiting: _Waiting | None = None
-        # Only the watcher's thread touches these two (see `started_early`).
-        self._rebuild_seen: set[str] = set()
-        self._started_with: dict[str, tuple[str, str]] = {}
         # The own entry in each waiting target's file when a pass first found it stopped.
         # Its processes are gone by then, so a different own entry later is Docker's
         # rebuild at start, even when the watcher's thread got to the file only after both
         # halves of the rebuild (as happens on a loaded machine).
         self._own_when_stopped: dict[str, tuple[str, str]] = {}
+        self._waiting: _Waiting | None = None  # published for the watcher's thread
+        # Only the watcher's thread touches these (see `file_written`): the stopped targets
+        # whose file was seen without its own entry, the first half of Docker's rebuild;
+        # the own entry each start was written with, so the rest of the same rebuild is
+        # not written again; the published state they were pruned against.
+        self._rebuild_seen: set[str] = set()
+        self._started_with: dict[str, tuple[str, str]] = {}
         self._seen_under: _Waiting | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -205,6 +208,11 @@ class Reconciler:
         waiting = self._waiting
         if waiting is None or container_id not in waiting.dependents:
             return [Drift(container_id, closed)]
+        if waiting is not self._seen_under:  # a pass since: forget targets that started
+            self._seen_under = waiting
+            self._rebuild_seen &= waiting.dependents.keys()
+            for gone in self._started_with.keys() - waiting.dependents.keys():
+                del self._started_with[gone]
         early = self.started_early(waiting, container_id)
         return [early] if early is not None else []
 
@@ -226,11 +234,6 @@ class Reconciler:
         takes the EarlyStart it returns as its own read of the start (so its next pass
         agrees with these writes instead of undoing them), and that pass has the last word.
         """
-        if waiting is not self._seen_under:
-            self._seen_under = waiting
-            self._rebuild_seen &= waiting.dependents.keys()
-            for gone in self._started_with.keys() - waiting.dependents.keys():
-                del self._started_with[gone]
         dependents = waiting.dependents.get(container_id)
         target = waiting.snapshot.by_id.get(container_id)
         if not dependents or target is None or len(target.endpoints) != 1:
@@ -244,6 +247,7 @@ class Reconciler:
         own = own_addresses(content, container_id[:12])
         if not any(own):
             self._rebuild_seen.add(container_id)
+            self._started_with.pop(container_id, None)  # a new rebuild: a new start
             return None
         before = waiting.own_when_stopped.get(container_id)
         if container_id not in self._rebuild_seen and (before is None or own == before):

@@ -245,11 +245,6 @@ def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
     return network_keys(own.endpoints) if own is not None else frozenset()
 
 
-def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
-    """Ids of the containers that links wait for because they are not running."""
-    return set(waiting_dependents(snapshot, plans))
-
-
 def waiting_dependents(
     snapshot: Snapshot, plans: Iterable[DependentPlan]
 ) -> dict[str, list[DependentPlan]]:

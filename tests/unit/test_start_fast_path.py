@@ -107,3 +107,27 @@ def test_a_rebuild_read_only_once_finished_is_known_by_its_new_own_entry(
     assert _early(rec, cid("db")) is not None
     assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
     assert _early(rec, cid("db")) is None  # the rest of the same rebuild
+
+
+def test_a_later_start_with_the_same_address_takes_the_fast_path_again(
+    tmp_path: Path,
+) -> None:
+    rec, db_file, web_file = _setup(tmp_path)
+    own = BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode()
+    db_file.write_bytes(BASE)
+    assert _early(rec, cid("db")) is None
+    db_file.write_bytes(own)
+    early = _early(rec, cid("db"))
+    assert early is not None
+    # db stops again (the loop sees it and passes), then starts with the same address.
+    rec.started(early)
+    rec.reconcile()
+    rec.observed.stopped(cid("db"), rec.clock())
+    rec.refresh()  # the list a die brings: db exited, still on its network
+    rec.reconcile()
+    assert b"10.0.0.9" not in web_file.read_bytes()
+    db_file.write_bytes(BASE)
+    assert _early(rec, cid("db")) is None
+    db_file.write_bytes(own)
+    assert _early(rec, cid("db")) is not None
+    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
