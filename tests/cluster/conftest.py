@@ -8,7 +8,8 @@ runs its own hostsyncd, all sharing one private etcd cluster (scripts/etcdcluste
   it fail (never skip), showing the members' log tails.
 - `engine` (tests/conftest.py) is host "a"; `engine_b` and `engine_c` (session) are hosts
   "b" (/tmp/hsdtest-b, bridge hsdtestb0, 10.235.0.1/24) and "c" (/tmp/hsdtest-c, bridge
-  hsdtestc0, 10.237.0.1/24). Same rule: fail, never skip.
+  hsdtestc0, 10.237.0.1/24), overridable like `engine` with $HSD_TEST_ROOT_B,
+  $HSD_TEST_BRIDGE_B, $HSD_TEST_CIDR_B (and _C). Same rule: fail, never skip.
 - `containers_b`, `containers_c`: `Containers` (tests/conftest.py) on those engines with
   the test's prefix, so `<prefix>db` on b and a dependent on a agree on the name.
 - `nodes`: `nodes.start("b", **kwargs)` runs hostsyncd for node "b" on b's engine with a
@@ -17,8 +18,13 @@ runs its own hostsyncd, all sharing one private etcd cluster (scripts/etcdcluste
   overridden with `cluster={...}`; other kwargs go to `DaemonFactory.sections`. One
   `DaemonFactory` per node (its own state file, config files and logs under
   `tmp_path/<node>`). Also `nodes.state(node)`, `nodes.status(node)` (the CLI),
-  `nodes.key(node, name)`, `nodes.records()` ({node: {name: record}} read from etcd) and
-  `nodes.record(node, name)`.
+  `nodes.key(node, name)`, `nodes.records()` ({node: {name: record}} read from etcd),
+  `nodes.record(node, name)`, `nodes.links_of(node, dependent)` (the state file's links),
+  and waits on this test's own daemons: `nodes.wait_record(node, name, ipv4=None)` (etcd
+  holds the record) and `nodes.wait_addresses(node, dependent, [ip, ...])` (the node's
+  state file shows these addresses). Another hostsyncd on the same engines (a manual run)
+  may write the same lines, so a line alone does not prove the test's daemons wrote it;
+  a failing test's dump lists such daemons.
 - `notify`: a NOTIFY_SOCKET, as in tests/integration/test_service.py.
 """
 
@@ -43,6 +49,7 @@ from conftest import (
     Networks,
     _test_failed,
     privengine,
+    wait_until,
 )
 from integration.test_service import NotifySocket
 
@@ -92,6 +99,10 @@ def etcd() -> Any:
 
 def _private_engine(node: str) -> Any:
     root, bridge, cidr = HOSTS[node]
+    suffix = node.upper()
+    root = os.environ.get(f"HSD_TEST_ROOT_{suffix}") or root
+    bridge = os.environ.get(f"HSD_TEST_BRIDGE_{suffix}") or bridge
+    cidr = os.environ.get(f"HSD_TEST_CIDR_{suffix}") or cidr
     eng = privengine.PrivateEngine(Path(root), bridge=bridge, cidr=cidr)
     try:
         eng.ensure_running()
@@ -236,6 +247,35 @@ class Nodes:
         value = self.etcd.get(self.key(node, name))
         return None if value is None else json.loads(value)
 
+    # waiting for this test's own daemons (another hostsyncd on the same engines, such as a
+    # manual run, may write the same lines: a line alone proves little)
+    def wait_record(self, node: str, name: str, ipv4: str | None = None,
+                    timeout: float = 5) -> dict[str, Any]:  # fmt: skip
+        """Until `node` publishes `name` (with this IPv4, if given); returns the record."""
+
+        def found() -> dict[str, Any] | None:
+            record = self.record(node, name)
+            return record if record and (ipv4 is None or record.get("ipv4") == ipv4) else None
+
+        return wait_until(found, timeout=timeout, what=f"{self.key(node, name)} "
+                          f"(ipv4 {ipv4 or 'any'}) in etcd", show=self.raw)  # fmt: skip
+
+    def wait_addresses(self, node: str, dependent: str, addresses: list[str],
+                       timeout: float = 5) -> list[dict[str, Any]]:  # fmt: skip
+        """Until node's state file shows these addresses for the dependent's links (all
+        links' addresses together, in any order); returns its links."""
+
+        def found() -> list[dict[str, Any]] | None:
+            links = self.links_of(node, dependent)
+            got = sorted(ip for link in links for ip in link.get("addresses") or [])
+            return links if got == sorted(addresses) else None
+
+        return wait_until(found, timeout=timeout, what=f"node {node}'s state: {dependent} "
+                          f"-> {addresses}", show=lambda: self.state(node))  # fmt: skip
+
+    def _pids(self) -> set[int]:
+        return {d.pid for f in self.factories.values() for d in f.started}
+
     def cleanup(self, dump: bool) -> None:
         for node, factory in self.factories.items():
             if dump:
@@ -246,8 +286,25 @@ class Nodes:
             with contextlib.suppress(Exception):
                 print(f"--- etcd keys under {self.prefix} ---\n{json.dumps(self.raw(), indent=1)}")
             print(self.etcd.log_tail(lines=8))
+            others = [p for p in _hostsyncd_processes() if p[0] not in self._pids()]
+            if others:
+                print("--- other hostsyncd daemons on this machine (they may write to the same "
+                      "engines' containers) ---")
+                print("\n".join(f"{pid}: {cmd}" for pid, cmd in others))
         with contextlib.suppress(Exception):
             self.etcd.delete_prefix(self.prefix + "/")
+
+
+def _hostsyncd_processes() -> list[tuple[int, str]]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                text = " ".join(part.decode(errors="replace") for part in cmd if part)
+                if "hostsyncd" in text and " run" in text and "pytest" not in text:
+                    found.append((int(entry.name), text))
+    return found
 
 
 @pytest.fixture

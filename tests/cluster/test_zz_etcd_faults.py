@@ -46,7 +46,9 @@ def test_one_member_killed_changes_nothing(nodes, containers, containers_b, wait
     nodes.start("a")
     path = containers.hosts_path(web)
     want = [line(containers_b.ip(db, net.name), db)]
+    nodes.wait_record("b", db, ipv4=containers_b.ip(db, net.name))
     wait_until(block_is(path, want), timeout=5, show=nodes.raw)
+    nodes.wait_addresses("a", web, [containers_b.ip(db, net.name)])
     wait_until(connected(nodes, "a", "b"), show=lambda: nodes.state("a"))
 
     # Kill the member node a talks to (or the first one), the most disruptive choice.
@@ -66,6 +68,7 @@ def test_one_member_killed_changes_nothing(nodes, containers, containers_b, wait
         new_ip = _move(containers_b, net, db, thief)
         wait_until(block_is(path, [line(new_ip, db)]), timeout=5,
                    what="db's new IP with one member down", show=nodes.raw)  # fmt: skip
+        nodes.wait_addresses("a", web, [new_ip])
         wait_until(connected(nodes, "a", "b"), timeout=10,
                    what="both nodes connected with one member down",
                    show=lambda: (nodes.cluster_state("a"), nodes.cluster_state("b")))  # fmt: skip
@@ -86,8 +89,11 @@ def test_etcd_away_keeps_last_lines_reports_degraded_and_converges_when_back(
     nodes.start("b")
     nodes.start("a", env={"NOTIFY_SOCKET": str(notify.path)})
     path = containers.hosts_path(web)
-    old = [line(containers_b.ip(db, net.name), "data", db)]
+    old_ip = containers_b.ip(db, net.name)
+    old = [line(old_ip, "data", db)]
+    nodes.wait_record("b", db, ipv4=old_ip)
     wait_until(block_is(path, old), timeout=5, show=nodes.raw)
+    nodes.wait_addresses("a", web, [old_ip])
     wait_until(connected(nodes, "a", "b"), show=lambda: nodes.state("a"))
     line_a = _status_line(nodes, "a")
     assert "connected" in line_a and "DEGRADED" not in line_a, line_a
@@ -114,6 +120,7 @@ def test_etcd_away_keeps_last_lines_reports_degraded_and_converges_when_back(
                    show=lambda: notify.sent("STATUS="))  # fmt: skip
         # The last known remote records stay: the line is kept, as the container sees it.
         assert block(containers.hosts(web)) == old
+        assert [ip for link in nodes.links_of("a", web) for ip in link["addresses"]] == [old_ip]
         assert nodes.daemon("a").alive() and nodes.daemon("b").alive()
 
         # db moves on b while etcd is away; a cannot know yet.
@@ -128,6 +135,7 @@ def test_etcd_away_keeps_last_lines_reports_degraded_and_converges_when_back(
                what="a converged on db's new IP after etcd came back",
                show=nodes.raw)  # fmt: skip
     print(f"converged {time.monotonic() - back:.2f}s after etcd came back")
+    nodes.wait_addresses("a", web, [new_ip])
     wait_until(connected(nodes, "a", "b"), timeout=15,
                show=lambda: (nodes.cluster_state("a"), nodes.cluster_state("b")))  # fmt: skip
     line_a = _status_line(nodes, "a")
