@@ -25,7 +25,7 @@ runs its own hostsyncd, all sharing one private etcd cluster (scripts/etcdcluste
   state file shows these addresses). Another hostsyncd on the same engines (a manual run)
   may write the same lines, so a line alone does not prove the test's daemons wrote it;
   a failing test's dump lists such daemons.
-- `notify`: a NOTIFY_SOCKET, as in tests/integration/test_service.py.
+- `notify`: a NOTIFY_SOCKET, as in tests/faults (`on_ready(fn)`, `collect`, `sent`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from conftest import (
     privengine,
     wait_until,
 )
-from integration.test_service import NotifySocket
+from faults.conftest import Notify
 
 
 def _load_etcdcluster() -> Any:
@@ -321,7 +321,7 @@ def nodes(etcd: Any, request: pytest.FixtureRequest, tmp_path: Path,
 
 
 @pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    sock = NotifySocket(tmp_path / "notify.sock")
+def notify(tmp_path: Path) -> Iterator[Notify]:
+    sock = Notify(tmp_path / "notify.sock")
     yield sock
     sock.close()
