@@ -20,7 +20,8 @@ and lease expiry settle fast on loopback.
 
 The test API (``EtcdCluster``): ``endpoints``, ``ensure_running()``, ``kill(member)``
 (SIGKILL), ``stop(member)``, ``start(member)`` (again from its data dir, with
-``--initial-cluster-state existing``), ``stop_all()``, ``start_all()``, ``healthy()``,
+``--initial-cluster-state existing``), ``pause(member)``/``resume(member)`` (SIGSTOP and
+SIGCONT: a hung member), ``stop_all()``, ``start_all()``, ``healthy()``,
 ``member_healthy(member)``, ``log_tail(member)``, plus a small v3 JSON-gateway client:
 ``put``, ``get``, ``range_prefix``, ``delete_prefix``.
 
@@ -378,6 +379,8 @@ class EtcdCluster:
         if self.healthy():
             return
         with self._locked():
+            for m in self.members:  # a member left paused by an earlier run
+                self.resume(m)
             if self.healthy():
                 return
             if all(m.data_dir.exists() for m in self.members):
@@ -426,6 +429,20 @@ class EtcdCluster:
             os.kill(pid, signal.SIGKILL)
         if not _wait_gone(pid, 10):
             raise EtcdError(f"etcd {m.name} (pid {pid}) survived SIGKILL")
+
+    def pause(self, which: str | int | Member) -> None:
+        """SIGSTOP one member: it hangs (connections stay open, nothing answers)."""
+        m = self.member(which)
+        pid = self.pid(m)
+        if pid is None:
+            raise EtcdError(f"etcd {m.name} is not running")
+        os.kill(pid, signal.SIGSTOP)
+
+    def resume(self, which: str | int | Member) -> None:
+        """SIGCONT a member paused with pause()."""
+        pid = self.pid(self.member(which))
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self, which: str | int | Member, timeout: float = 10) -> None:
         """SIGTERM one member (SIGKILL after timeout) and wait until it is gone."""

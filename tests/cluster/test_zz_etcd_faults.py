@@ -1,5 +1,6 @@
-"""etcd faults: one member killed changes nothing; the whole cluster away keeps the last known
-remote lines, shows the cluster degraded, and converges when etcd is back.
+"""etcd faults: one member killed changes nothing; one member hung delays a change by seconds
+only; the whole cluster away keeps the last known remote lines, shows the cluster degraded,
+and converges when etcd is back.
 
 These run last in the suite (zz): they take etcd members down. The `nodes` fixture brings
 a cluster an earlier failure left down back up, and each test restarts what it stopped.
@@ -76,6 +77,41 @@ def test_one_member_killed_changes_nothing(nodes, containers, containers_b, wait
     finally:
         etcd.start(victim)
     assert block(containers.hosts(web)) == [line(new_ip, db)]
+
+
+def test_a_hung_member_delays_a_change_by_seconds_not_minutes(nodes, containers, containers_b,
+                                                              wait_until):  # fmt: skip
+    """SIGSTOP (a hang, like a partition: connections stay open and nothing answers) of the
+    member node a talks to. etcd keeps its quorum; a change on b must still reach a within
+    a few request timeouts, and a must not report itself connected to a dead member."""
+    etcd = nodes.etcd
+    timeout = 2.0
+    net = containers_b.networks.create("n")
+    db = containers_b.run("db", labels={PUBLISH: "true"}, network=net.name)
+    thief = containers_b.run("thief")
+    web = containers.run("web", labels={LINKS: f"b/{db}"})
+    nodes.start("b", cluster={"lease_ttl": 10, "timeout": timeout})
+    nodes.start("a", cluster={"lease_ttl": 10, "timeout": timeout})
+    path = containers.hosts_path(web)
+    nodes.wait_record("b", db, ipv4=containers_b.ip(db, net.name))
+    wait_until(block_is(path, [line(containers_b.ip(db, net.name), db)]), timeout=5)
+    wait_until(connected(nodes, "a", "b"), show=lambda: nodes.state("a"))
+
+    endpoint = nodes.cluster_state("a").get("endpoint") or etcd.endpoints[0]
+    victim = etcd.member(endpoint if endpoint in etcd.endpoints else 0)
+    etcd.pause(victim)
+    try:
+        started = time.monotonic()
+        new_ip = _move(containers_b, net, db, thief)
+        nodes.wait_record("b", db, ipv4=new_ip, timeout=4 * timeout + 2)
+        print(f"record updated {time.monotonic() - started:.2f}s after the move")
+        wait_until(block_is(path, [line(new_ip, db)]), timeout=4 * timeout + 4, interval=0.05,
+                   what=f"a follows db's new IP with member {victim.name} hung "
+                   f"(the old IP {containers_b.ip(thief, net.name)} is the thief's now)",
+                   show=lambda: nodes.cluster_state("a"))  # fmt: skip
+        print(f"a converged {time.monotonic() - started:.2f}s after the move")
+    finally:
+        etcd.resume(victim)
 
 
 def test_etcd_away_keeps_last_lines_reports_degraded_and_converges_when_back(
