@@ -108,7 +108,7 @@ def test_a_hung_member_delays_a_change_by_seconds_not_minutes(nodes, containers,
         wait_until(block_is(path, [line(new_ip, db)]), timeout=4 * timeout + 4, interval=0.05,
                    what=f"a follows db's new IP with member {victim.name} hung "
                    f"(the old IP {containers_b.ip(thief, net.name)} is the thief's now)",
-                   show=lambda: nodes.cluster_state("a"))  # fmt: skip
+                   show=lambda: (read(path), nodes.cluster_state("a")))  # fmt: skip
         print(f"a converged {time.monotonic() - started:.2f}s after the move")
     finally:
         etcd.resume(victim)
