@@ -34,6 +34,14 @@ class ObservedState:
         # Stopped containers whose hosts file was seen without their own entry: the first
         # half of Docker's rebuild at start (see `hosts_rewritten`).
         self._rebuilding: set[str] = set()
+        self._remote: tuple[Container, ...] = ()
+        self._node: str | None = None
+
+    def cluster(self, node: str | None, remote: tuple[Container, ...]) -> None:
+        """Other nodes' published records, as last known; node None: no cluster."""
+        if (node, remote) != (self._node, self._remote):
+            self._node, self._remote = node, remote
+            self._snapshot = None
 
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
@@ -102,7 +110,9 @@ class ObservedState:
             merged = dict(self._listed)
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
-            self._snapshot = Snapshot(c for c in merged.values() if c is not None)
+            self._snapshot = Snapshot(
+                (c for c in merged.values() if c is not None), self._remote, self._node
+            )
         return self._snapshot
 
 
