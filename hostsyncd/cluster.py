@@ -253,7 +253,7 @@ class Cluster:
         self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
         self._health = ClusterHealth(False, time.time(), "connecting")
         self._warned = False
-        self._endpoint = ""
+        self._own_prefix = record_key(config.prefix, config.node, "")
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._publish_loop, name="cluster-publish", daemon=True),
@@ -303,8 +303,7 @@ class Cluster:
             published = sorted(self._desired)
             remote: dict[str, list[str]] = {}
             for record in self._remote.values():
-                if record.node != self.config.node:
-                    remote.setdefault(record.node, []).append(record.name)
+                remote.setdefault(record.node, []).append(record.name)
         return {
             "enabled": True,
             "node": self.config.node,
@@ -454,8 +453,12 @@ class Cluster:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         client.close()
 
-    def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError]:
+    def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError | None]:
+        """A record of another node; None for this node's own (the engine knows them
+        better, and their echo must not cost the daemon a pass)."""
         key = _unb64(kv.get("key", "")).decode("utf-8", "replace")
+        if key.startswith(self._own_prefix):
+            return key, None
         return key, parse_record(self.config.prefix, key, _unb64(kv.get("value", "")))
 
     def _replace_remote(self, kvs: list[dict[str, Any]]) -> None:
@@ -465,7 +468,7 @@ class Cluster:
             key, found = self._parse(kv)
             if isinstance(found, RecordError):
                 rejected[key] = str(found)
-            else:
+            elif found is not None:
                 remote[key] = found
         with self._lock:
             changed = (remote, rejected) != (self._remote, self._rejected)
@@ -484,6 +487,8 @@ class Cluster:
                     changed |= self._rejected.pop(key, None) is not None
                     continue
                 key, found = self._parse(kv)  # PUT: the gateway leaves out type 0
+                if found is None:
+                    continue
                 if isinstance(found, RecordError):
                     changed |= self._remote.pop(key, None) is not None
                     changed |= self._rejected.get(key) != str(found)
