@@ -326,7 +326,10 @@ class Cluster:
             connected = not self._failures
             reason = "; ".join(f"{k}: {v}" for k, v in sorted(self._failures.items()))
             before = self._health
-            if connected == before.connected and (connected or reason == before.reason):
+            # The member shown is the watcher's: the one the records come from.
+            endpoint = endpoint if part == "watcher" else before.endpoint
+            if (connected, reason, endpoint) == (before.connected, before.reason,
+                                                 before.endpoint):
                 return
             since = time.time() if connected != before.connected else before.since
             self._health = ClusterHealth(connected, since, reason, endpoint)
@@ -334,7 +337,7 @@ class Cluster:
             warn = not connected and not self._warned and any(
                 v != "connecting" for v in self._failures.values())
             self._warned = (self._warned or warn) and not connected
-        if connected:
+        if connected and not before.connected:
             self.log.info("etcd connected", endpoint=endpoint, node=self.config.node)
         elif warn:
             self.log.warning("etcd unreachable; keeping the last known remote records",

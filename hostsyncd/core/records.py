@@ -70,27 +70,37 @@ def published(
         if isinstance(found, str):
             problems[container.id] = f"not published: {found}"
             continue
-        records[container.name] = _encode(container, node, found)
+        owner, endpoint = found
+        if not is_docker_name(container.name) or (
+                endpoint.network and not is_docker_name(endpoint.network)):
+            # Peers would refuse the record: say so here, where someone can act on it.
+            problems[container.id] = ("not published: its name or network name is not "
+                                      "plain (letters, digits, '_', '.', '-'; no '..')")
+            continue
+        records[container.name] = _encode(container, owner, node, endpoint)
     return records, problems
 
 
-def _advertised(snapshot: Snapshot, container: Container, network: str) -> Endpoint | str:
+def _advertised(
+    snapshot: Snapshot, container: Container, network: str
+) -> tuple[Container, Endpoint] | str:
+    """The container that owns the network namespace, and the endpoint to publish."""
     owner = netns_owner(snapshot, container)
     if owner is None:
         return "the container whose network it shares is gone"
     if owner.network_mode == "host":
         return "it uses the host's network and has no address of its own"
-    usable = [ep for ep in owner.endpoints if ep.ipv4 or ep.ipv6]
+    usable = sorted((ep for ep in owner.endpoints if ep.ipv4 or ep.ipv6),
+                    key=lambda ep: ep.network)
     if network:
         for ep in usable:
             if network in (ep.network, ep.network_id):
-                return ep
+                return owner, ep
         return f"no address on advertise_network {network!r}"
-    return usable[0] if usable else "no address on any network"
+    return (owner, usable[0]) if usable else "no address on any network"
 
 
-def _encode(container: Container, node: str, endpoint: Endpoint) -> bytes:
-    owner_networks = sorted(ep.network for ep in container.endpoints)
+def _encode(container: Container, owner: Container, node: str, endpoint: Endpoint) -> bytes:
     data = {
         "id": container.id,
         "name": container.name,
@@ -98,7 +108,7 @@ def _encode(container: Container, node: str, endpoint: Endpoint) -> bytes:
         "network": endpoint.network,
         "ipv4": endpoint.ipv4,
         "ipv6": endpoint.ipv6,
-        "networks": owner_networks or [endpoint.network],
+        "networks": sorted(ep.network for ep in owner.endpoints),
     }
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 

@@ -182,10 +182,6 @@ def test_default_is_the_first_network_by_name() -> None:
     assert decoded(records, "db")["ipv4"] == "10.0.1.2"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: records._advertised takes usable[0] in the container's endpoint order, not the "
-    "first network by name as config.example.toml and ClusterConfig promise; only the "
-    "engine edge's sorting hides it (graph.choose_endpoint sorts, _advertised does not)"))
 def test_default_is_the_first_network_by_name_whatever_the_endpoint_order() -> None:
     db = ctr("db", net("zeta", "10.0.2.2"), net("alpha", "10.0.1.2"))
     records, _ = publish(db)
@@ -590,10 +586,6 @@ def test_every_valid_record_round_trips(ipv4: str, ipv6: str, node: str, name: s
     assert found.endpoints == (Endpoint("macvlan0", "", ipv4, ipv6),)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): records._encode fills `networks` (local name `owner_networks`) from the "
-    "container's own endpoints, so a `container:<owner>` container publishes only the "
-    "advertised network instead of the networks of the namespace it shares"))
 def test_shared_network_namespace_publishes_the_owners_networks() -> None:
     owner = ctr("vpn", net("backend", "10.0.0.9"), net("macvlan0", "192.0.2.9"), publish=None)
     app = ctr("app", network_mode="container:vpn")
@@ -601,11 +593,6 @@ def test_shared_network_namespace_publishes_the_owners_networks() -> None:
     assert decoded(records, "app")["networks"] == ["backend", "macvlan0"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): Docker accepts container and network names with '..' ([a-zA-Z0-9]"
-    "[a-zA-Z0-9_.-]+), published() publishes them without a problem, and every peer's "
-    "parse_record rejects the record (is_docker_name forbids '..'): the publisher never "
-    "learns why nobody links to it"))
 @pytest.mark.parametrize(("name", "network"), [("db..1", "macvlan0"), ("db", "mac..vlan")])
 def test_what_is_published_is_accepted_by_peers_or_reported(name: str, network: str) -> None:
     db = ctr(name, net(network, "192.0.2.7"))
