@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import codecs
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,8 +74,9 @@ class EtcdClient:
         self._index = 0
         self._token: str | None = None
         self._session = requests.Session()
-        if config.ca is not None:
-            self._session.verify = str(config.ca)
+        # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify, and the configured CA must win.
+        self._verify: str | bool = str(config.ca) if config.ca is not None else True
         if config.cert is not None and config.key is not None:
             self._session.cert = (str(config.cert), str(config.key))
 
@@ -115,9 +117,10 @@ class EtcdClient:
             headers = {"Authorization": self._token} if self._token else {}
             try:
                 response = self._session.post(self.endpoint + path, json=body, headers=headers,
-                                              timeout=timeout, stream=stream)
+                                              timeout=timeout, stream=stream,
+                                              verify=self._verify)
             except requests.RequestException as exc:
-                raise EtcdError(type(exc).__name__) from exc
+                raise EtcdError(_request_error(exc)) from exc
             if response.status_code == 200:
                 return response
             reason = _error_text(response)
@@ -140,9 +143,10 @@ class EtcdClient:
                 self.endpoint + "/v3/auth/authenticate",
                 json={"name": self.config.username, "password": password},
                 timeout=self.config.timeout,
+                verify=self._verify,
             )
         except requests.RequestException as exc:
-            raise EtcdError(type(exc).__name__) from exc
+            raise EtcdError(_request_error(exc)) from exc
         if response.status_code != 200:
             raise EtcdError(f"authentication refused: {_error_text(response)}")
         self._token = response.json().get("token") or None
@@ -215,6 +219,17 @@ def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
     found = (parse_record(config.prefix, _unb64(kv.get("key", "")).decode("utf-8", "replace"),
                           _unb64(kv.get("value", ""))) for kv in kvs)
     return tuple(c for c in found if isinstance(c, Container))
+
+
+def _request_error(exc: requests.RequestException) -> str:
+    """The exception's kind and its innermost reason ("[Errno 111] Connection refused",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] ..."), without urllib3's pool and URL noise."""
+    text = str(exc)
+    found = _REASON.search(text)
+    return f"{type(exc).__name__}: {(found.group(0) if found else text).strip()[:160]}"
+
+
+_REASON = re.compile(r"\[(?:Errno \d+|SSL[^\]]*)\][^'\")(]*")
 
 
 def _error_text(response: requests.Response) -> str:
