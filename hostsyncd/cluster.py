@@ -424,13 +424,18 @@ class Cluster:
                     written[name] = _unb64(kv.get("value", ""))
                 elif name not in desired:
                     client.delete(own + name)
-        for name, value in desired.items():
-            if written.get(name) != value:
-                client.put(record_key(self.config.prefix, self.config.node, name), value, lease)
-                written[name] = value
-        for name in written.keys() - desired.keys():
+        put = [name for name, value in desired.items() if written.get(name) != value]
+        deleted = sorted(written.keys() - desired.keys())
+        for name in put:
+            client.put(record_key(self.config.prefix, self.config.node, name), desired[name],
+                       lease)
+            written[name] = desired[name]
+        for name in deleted:
             client.delete(record_key(self.config.prefix, self.config.node, name))
             del written[name]
+        if put or deleted:
+            self.log.debug("cluster records written", put=put, deleted=deleted,
+                           endpoint=client.endpoint)
         return written
 
     # -- watcher --------------------------------------------------------------------------
