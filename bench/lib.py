@@ -43,8 +43,9 @@ PROFILE = os.environ.get("HSD_BENCH_PROFILE", "")
 class Bench:
     """One private engine and one docker-py client for a benchmark run."""
 
-    def __init__(self) -> None:
-        self.engine = PrivateEngine(ENGINE_ROOT, bridge="hsdbench0", cidr="10.234.0.1/24")
+    def __init__(self, root: Path = ENGINE_ROOT, bridge: str = "hsdbench0",
+                 cidr: str = "10.234.0.1/24") -> None:
+        self.engine = PrivateEngine(root, bridge=bridge, cidr=cidr)
         self.engine.ensure_running()
         self.engine.ensure_image(IMAGE)
         self.api = docker.APIClient(base_url=self.engine.host, version="auto", timeout=60)

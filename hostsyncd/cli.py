@@ -16,6 +16,7 @@ EXIT_CONFIG = 2
 EXIT_ENGINE = 3
 EXIT_WRITES = 4
 EXIT_NOT_RUNNING = 5
+EXIT_CLUSTER = 6
 
 CONFIG_HELP = "config file (default: $HOSTSYNCD_CONFIG, else /etc/hostsyncd/config.toml)"
 
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sync(config: Config) -> int:
+    from hostsyncd.cluster import EtcdError
     from hostsyncd.daemon import run_once
     from hostsyncd.engine import EngineUnavailable
 
@@ -77,23 +79,35 @@ def _sync(config: Config) -> int:
     except EngineUnavailable as exc:
         log.error("engine unreachable", engine=config.docker.url, error=str(exc))
         return EXIT_ENGINE
+    except EtcdError as exc:
+        log.error("etcd unreachable; nothing written", endpoints=config.cluster.endpoints,
+                  error=str(exc))
+        return EXIT_CLUSTER
     log.info("sync done", written=written, failed=len(failed))
     return EXIT_WRITES if failed else 0
 
 
 def _graph(config: Config, fmt: str) -> int:
     from hostsyncd import views
+    from hostsyncd.cluster import EtcdError, read_remote
     from hostsyncd.core.graph import Snapshot, plan_all
     from hostsyncd.engine import Engine, EngineUnavailable
 
     engine = Engine(config.docker.url, config.docker.api_timeout)
     try:
-        snapshot = Snapshot(engine.list_containers())
+        local = engine.list_containers()
     except EngineUnavailable as exc:
         print(f"hostsyncd: engine unreachable at {config.docker.url}: {exc}", file=sys.stderr)
         return EXIT_ENGINE
     finally:
         engine.close()
+    cluster = config.cluster
+    try:
+        snapshot = Snapshot(local, read_remote(cluster), cluster.node) if cluster.enabled \
+            else Snapshot(local)
+    except EtcdError as exc:
+        print(f"hostsyncd: etcd unreachable: {exc}", file=sys.stderr)
+        return EXIT_CLUSTER
     plans = plan_all(snapshot, config.links.label, live_only=False).values()
     render = {"text": views.graph_text, "dot": views.graph_dot, "json": views.graph_json}[fmt]
     sys.stdout.write(render(plans))

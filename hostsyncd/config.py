@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PATH = Path("/etc/hostsyncd/config.toml")
 ENV_VAR = "HOSTSYNCD_CONFIG"
@@ -63,12 +73,71 @@ class DaemonConfig(_Section):
     state_file: AbsolutePath = Path("/run/hostsyncd/state.json")
 
 
+def _host_name() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+class ClusterConfig(_Section):
+    """Links across hosts through etcd (README: "Links across hosts")."""
+
+    enabled: bool = False
+    endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"],
+                                 min_length=1)
+    prefix: str = "/hostsyncd"
+    node: str = Field(default_factory=_host_name)
+    lease_ttl: int = Field(10, ge=2, le=3600)
+    # The network whose address is published; "" means each container's first network.
+    advertise_network: str = ""
+    publish_label: str = Field("hostsyncd.publish", min_length=1)
+    timeout: float = Field(5.0, gt=0, le=300)
+    ca: AbsolutePath | None = None
+    cert: AbsolutePath | None = None
+    key: AbsolutePath | None = None
+    username: str = ""
+    password: str = ""
+    password_file: AbsolutePath | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _http_urls(cls, endpoints: list[str]) -> list[str]:
+        for url in endpoints:
+            if not re.fullmatch(r"https?://[^/\s]+/?", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL of host:port")
+        return [url.rstrip("/") for url in endpoints]
+
+    @field_validator("prefix")
+    @classmethod
+    def _key_prefix(cls, prefix: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", prefix):
+            raise ValueError("must be like /hostsyncd: '/'-separated names, no trailing '/'")
+        return prefix
+
+    @field_validator("node")
+    @classmethod
+    def _node_name(cls, node: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", node) or ".." in node:
+            raise ValueError("must be a name of letters, digits, '_', '.' or '-' "
+                             "(at most 63), starting with a letter or digit")
+        return node
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together")
+        if self.password and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.password or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs a username")
+        return self
+
+
 class Config(_Section):
     daemon: DaemonConfig = DaemonConfig()
     docker: DockerConfig = DockerConfig()
     links: LinksConfig = LinksConfig()
     sync: SyncConfig = SyncConfig()
     log: LogConfig = LogConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
 
 def default_path() -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 from hostsyncd import logging as hlog
 from hostsyncd import state
+from hostsyncd.cluster import Cluster, read_remote
 from hostsyncd.config import Config, ConfigError
 from hostsyncd.engine import (
     Connected,
@@ -40,6 +41,7 @@ class Signal(Enum):
     STOP = "stop"
     RELOAD = "reload"
     RESYNC = "resync"  # file events were lost
+    CLUSTER = "cluster"  # remote records or the cluster's health changed
 
 
 @dataclass(slots=True)
@@ -73,6 +75,7 @@ class Daemon:
         self._state_dirty = True
         self._errors: dict[str, tuple[float, int]] = {}
         self._watcher: HostsWatcher | None = None
+        self.cluster: Cluster | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -88,6 +91,8 @@ class Daemon:
                       containers_root=str(self.config.docker.containers_root))
         self.reconciler.watch = watcher.watch_only
         self._watcher = watcher
+        if self.config.cluster.enabled:
+            self._start_cluster()
         watcher.start()
         reader.start()
         try:
@@ -96,6 +101,8 @@ class Daemon:
             self.notifier.stopping()
             reader.stop()
             watcher.stop()
+            if self.cluster is not None:
+                self.cluster.stop()
             self.reconciler.engine.close()
             self.log.info("hostsyncd stopped")
         return 0
@@ -111,6 +118,24 @@ class Daemon:
             hints = [exc, Drift(container_id, closed)]
         for hint in hints:
             self.hints.put(hint)
+
+    def _start_cluster(self) -> None:
+        cfg = self.config.cluster
+        self.cluster = Cluster(cfg, lambda: self.hints.put(Signal.CLUSTER), self.log)
+        self.reconciler.publisher = self.cluster.publish
+        self.reconciler.observed.cluster(cfg.node, ())
+        self.log.info("cluster enabled", node=cfg.node, endpoints=cfg.endpoints,
+                      prefix=cfg.prefix)
+        self.cluster.start()
+        # The first sync should already know the other nodes' records: without them it
+        # would strip remote lines that are still right. etcd being away only delays it.
+        self.cluster.wait_loaded(cfg.timeout)
+        self._cluster_changed()
+
+    def _cluster_changed(self) -> None:
+        assert self.cluster is not None
+        self.reconciler.observed.cluster(self.config.cluster.node, self.cluster.remote_records())
+        self.reconciler.problems.set("cluster/records", self.cluster.rejected())
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -187,6 +212,8 @@ class Daemon:
             elif hint is Signal.RESYNC:
                 self.log.warning("file events were lost; resyncing")
                 resync = True
+            elif hint is Signal.CLUSTER:
+                self._cluster_changed()
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
         for started in early:
@@ -293,6 +320,7 @@ class Daemon:
                 state.dependent_view(plan, rec.last_write.get(cid))
                 for cid, plan in sorted(plans.items(), key=lambda kv: kv[1].dependent.name)
             ],
+            "cluster": self.cluster.state() if self.cluster is not None else {"enabled": False},
             "recent_errors": list(rec.problems.recent),
         }
 
@@ -326,9 +354,10 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
         else:
-            if new.docker != self.config.docker:
-                self.log.warning("[docker] changes take effect after a restart")
-                new = new.model_copy(update={"docker": self.config.docker})
+            for section in ("docker", "cluster"):
+                if getattr(new, section) != getattr(self.config, section):
+                    self.log.warning(f"[{section}] changes take effect after a restart")
+                    new = new.model_copy(update={section: getattr(self.config, section)})
             self.config = new
             self.reconciler.config = new
             self.reconciler.writer.max_bytes = new.sync.max_hosts_bytes
@@ -363,6 +392,9 @@ def build_reconciler(config: Config, log: Any) -> Reconciler:
 def run_once(config: Config) -> tuple[int, list[str]]:
     """`hostsyncd sync`: one full reconcile. Returns (writes, failed container ids)."""
     reconciler = build_reconciler(config, hlog.get_logger())
+    if config.cluster.enabled:
+        # Raises when etcd is away: a sync without the remote records would strip lines.
+        reconciler.observed.cluster(config.cluster.node, read_remote(config.cluster))
     try:
         reconciler.refresh()
         result = reconciler.reconcile(verify_all=True)

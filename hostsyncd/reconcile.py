@@ -27,6 +27,7 @@ from hostsyncd.core.hostsblock import (
 )
 from hostsyncd.core.model import Endpoint
 from hostsyncd.core.observed import ObservedState
+from hostsyncd.core.records import published
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.problems import ProblemLog
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
@@ -39,7 +40,7 @@ QUIET = 0.1
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
 # Problems that are routine while containers come and go: said at info, not as warnings.
-_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING)
+_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,9 @@ class Reconciler:
         self._rebuild_seen: set[str] = set()
         self._started_with: dict[str, tuple[str, str]] = {}
         self._seen_under: _Waiting | None = None
+        # The cluster's publish hook, when the cluster is on: this node's records by name.
+        self.publisher: Callable[[dict[str, bytes]], None] | None = None
+        self._unpublishable: set[str] = set()
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -295,6 +299,8 @@ class Reconciler:
     def reconcile(self, verify_all: bool = False) -> PassResult:
         """Bring every live dependent's file to its plan; touch only what may differ."""
         snapshot = self.observed.snapshot()
+        if self.publisher is not None:
+            self._publish(snapshot)  # first: another host is waiting for it
         plans = plan_all(snapshot, self.config.links.label)
         result = PassResult()
         for stopped in self.plans.keys() - plans.keys():
@@ -353,6 +359,20 @@ class Reconciler:
             # An empty file may be a rewrite by Docker caught halfway: no baseline then.
             if content:
                 self._own_when_stopped[cid] = own_addresses(content, cid[:12])
+
+    def _publish(self, snapshot: Snapshot) -> None:
+        assert self.publisher is not None
+        cluster = self.config.cluster
+        records, problems = published(snapshot, cluster.publish_label, cluster.node,
+                                      cluster.advertise_network)
+        self.publisher(records)
+        for cid in self._unpublishable - problems.keys():
+            self.problems.set(f"{cid}/publish", {})
+        for cid, message in problems.items():
+            container = snapshot.by_id[cid]
+            self.problems.set(f"{cid}/publish", {"publish": message},
+                              container_name=container.name, container_id=cid)
+        self._unpublishable = set(problems)
 
     def _retry_soon(self, container_id: str, delay: float) -> None:
         self._dirty.add(container_id)
@@ -429,6 +449,8 @@ class Reconciler:
             if link.problem is None:
                 continue
             message = f"link {link.spec}: {link.problem.value}"
+            if link.targets:
+                message += f" ({', '.join(link.targets)})"
             (routine if link.problem in _ROUTINE else found)[f"link:{link.spec}"] = message
         self.problems.set(f"{dep.id}/links", found, **fields)
         self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)

@@ -76,4 +76,13 @@ def summary_line(data: dict[str, Any]) -> str:
     parts = [f"{counts['dependents']} dependents", f"{counts['links']} links"]
     if counts["unresolved"]:
         parts.append(f"{counts['unresolved']} unresolved")
-    return ", ".join([*parts, link])
+    parts.append(link)
+    cluster = data.get("cluster") or {}
+    if cluster.get("enabled"):
+        if cluster["connected"]:
+            nodes = len(cluster["remote"])
+            parts.append(f"cluster ok ({nodes} other node{'s' if nodes != 1 else ''})")
+        else:
+            since = time.strftime("%H:%M:%S", time.localtime(cluster["since"]))
+            parts.append(f"cluster degraded since {since}")
+    return ", ".join(parts)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hostsyncd.core.graph import DependentPlan
@@ -71,6 +71,24 @@ def _quote(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def _cluster_lines(cluster: dict[str, Any], when: Callable[[float], str]) -> list[str]:
+    if not cluster.get("enabled"):
+        return []
+    head = f"cluster:    node {cluster['node']}, "
+    if cluster["connected"]:
+        head += f"connected to {cluster['endpoint']} since {when(cluster['since'])}"
+    else:
+        head += f"DEGRADED since {when(cluster['since'])}: {cluster['reason']}"
+    remote = cluster["remote"]
+    kept = " (last known, kept)" if not cluster["connected"] else ""
+    return [
+        head,
+        f"            publishes {len(cluster['published'])}: "
+        + (", ".join(cluster["published"]) or "-"),
+        *(f"            node {node}{kept}: {', '.join(names)}" for node, names in remote.items()),
+    ]
+
+
 def status_text(data: dict[str, Any]) -> str:
     def when(ts: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
@@ -87,6 +105,7 @@ def status_text(data: dict[str, Any]) -> str:
         f"counts:     {counts['dependents']} dependents, {counts['links']} links, "
         f"{counts['unresolved']} unresolved, {counts['invalid_specs']} invalid specs, "
         f"{counts['writes']} writes, {counts['write_errors']} write errors",
+        *_cluster_lines(data.get("cluster") or {}, when),
         "",
     ]
     for dep in data["dependents"]:

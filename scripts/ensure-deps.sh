@@ -10,6 +10,8 @@
 #              libsystemd-dev pkg-config gcc       building systemd-python (journald output)
 #     journald systemd
 #     docs     graphviz
+#     etcd     etcd-server etcd-client             the private etcd cluster of the cluster
+#                                                  tests (scripts/etcdcluster.py)
 #     deb      dpkg-dev systemd-container          `make deb` (dpkg-shlibdeps); its tests
 #                                                  boot a systemd (systemd-nspawn)
 set -euo pipefail
@@ -19,12 +21,13 @@ declare -A groups=(
     [python]="python3-venv python3-dev libsystemd-dev pkg-config gcc"
     [journald]="systemd"
     [docs]="graphviz"
+    [etcd]="etcd-server etcd-client"
     [deb]="dpkg-dev systemd-container"
 )
 
 wanted=("$@")
 if [ "${#wanted[@]}" -eq 0 ]; then
-    wanted=(engine python journald docs deb)
+    wanted=(engine python journald docs deb etcd)
 fi
 
 packages=()

@@ -388,6 +388,8 @@ def _toml_value(value: Any) -> str:
         value = str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list | tuple) and all(isinstance(v, str | Path) for v in value):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML rendering for {value!r}")
 
 

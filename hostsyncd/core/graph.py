@@ -18,13 +18,20 @@ _MAX_NETNS_HOPS = 8
 
 
 class Problem(Enum):
-    """Why a link gives no address. `NOT_RUNNING` is the only one `keep` mode papers over."""
+    """Why a link gives no address."""
 
     MISSING = "no such container"
     NOT_RUNNING = "target is not running"
     HOST_NETWORK = "target uses the host's network and has no address of its own"
     NO_ADDRESS = "target has no address on a usable network"
     NOT_ON_NETWORK = "target is not on the pinned network"
+    NOT_PUBLISHED = "that node publishes no container of this name"
+    AMBIGUOUS = "published by several nodes; name one as node/target"
+    NO_CLUSTER = "node/target links need [cluster] enabled"
+
+
+# Problems of a target that was there and went: what `on_target_stop = "keep"` papers over.
+GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED})
 
 
 class Resolution(NamedTuple):
@@ -33,7 +40,9 @@ class Resolution(NamedTuple):
     spec: LinkSpec
     lines: tuple[HostLine, ...] = ()
     problem: Problem | None = None
-    targets: tuple[str, ...] = ()  # names of the containers that gave the lines
+    # Names of the containers that gave the lines (node/name for published ones); for an
+    # ambiguous link, the candidates.
+    targets: tuple[str, ...] = ()
     network: str = ""
 
     @property
@@ -57,15 +66,34 @@ class DependentPlan:
         for link in self.links:
             if link.resolved:
                 out.update(dict.fromkeys(link.lines))
-            elif keep_stopped and link.problem in (Problem.NOT_RUNNING, Problem.MISSING):
+            elif keep_stopped and link.problem in GONE:
                 out.update(dict.fromkeys(_previous_lines(previous, link.spec.alias)))
         return list(out)
 
 
 class Snapshot:
-    """Containers indexed the ways links look them up."""
+    """Containers indexed the ways links look them up.
 
-    def __init__(self, containers: Iterable[Container]) -> None:
+    `remote` holds the records other cluster nodes publish, as containers with `node` set;
+    `node` is this host's node name, or None when the cluster is off.
+    """
+
+    def __init__(
+        self,
+        containers: Iterable[Container],
+        remote: Iterable[Container] = (),
+        node: str | None = None,
+    ) -> None:
+        self.node = node
+        self.remote: dict[tuple[str, str], Container] = {}
+        self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
+        for c in remote:
+            # Our own records come back from the store; the engine knows them better.
+            if c.node != node:
+                self.remote[c.node, c.name] = c
+                self.remote_by_name[c.name].append(c)
+        for published in self.remote_by_name.values():
+            published.sort(key=lambda c: c.node)
         self.by_id: dict[str, Container] = {}
         self.by_name: dict[str, Container] = {}
         self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
@@ -81,7 +109,8 @@ class Snapshot:
     def replaced(self, container: Container) -> Snapshot:
         """A copy with one container (same id, name and labels) swapped in: a few dict
         copies in C instead of indexing every container again."""
-        new = Snapshot(())
+        new = Snapshot((), node=self.node)
+        new.remote, new.remote_by_name = self.remote, self.remote_by_name  # never changed
         new.by_id = {**self.by_id, container.id: container}
         new.by_name = {**self.by_name, container.name: container}
         new.by_service.update(self.by_service)
@@ -188,9 +217,12 @@ def resolve(
     snapshot: Snapshot, dependent: Container, spec: LinkSpec, mine: frozenset[str] | None = None
 ) -> Resolution:
     """One link of a dependent; `mine` is the dependent's network keys, if already known."""
-    targets = _targets(snapshot, dependent.compose_project, spec.target)
-    if not targets:
-        return Resolution(spec, problem=Problem.MISSING)
+    targets = _targets(snapshot, dependent.compose_project, spec)
+    if isinstance(targets, Problem):
+        return Resolution(spec, problem=targets)
+    if targets and targets[0].node and len(targets) > 1:
+        # Several nodes publish the name: guessing would link to the wrong host.
+        return Resolution(spec, problem=Problem.AMBIGUOUS, targets=_labels(targets))
     running = [t for t in targets if t.has_address]
     if not running:
         return Resolution(spec, problem=Problem.NOT_RUNNING)
@@ -213,21 +245,42 @@ def resolve(
             problem = chosen
             continue
         lines += _lines_for(chosen, spec.alias, target.name)
-        names.append(target.name)
+        names.append(_label(target))
         network = chosen.network
     if not lines:
         return Resolution(spec, problem=problem or Problem.NO_ADDRESS)
     return Resolution(spec, tuple(lines), targets=tuple(names), network=network)
 
 
-def _targets(snapshot: Snapshot, project: str | None, target: str) -> list[Container]:
-    """A same-project compose service wins over a container name; other projects never."""
-    if project is not None:
+def _targets(snapshot: Snapshot, project: str | None, spec: LinkSpec) -> list[Container] | Problem:
+    """A same-project compose service wins over a container name; other projects never.
+    A bare name that is not here is looked up among other nodes' published records."""
+    target = spec.target
+    if spec.node is not None and spec.node != snapshot.node:
+        if snapshot.node is None:
+            return Problem.NO_CLUSTER
+        found = snapshot.remote.get((spec.node, target))
+        return [found] if found is not None else Problem.NOT_PUBLISHED
+    if project is not None and spec.node is None:
         replicas = snapshot.by_service.get((project, target))
         if replicas:
             return replicas
     found = snapshot.by_name.get(target)
-    return [found] if found is not None else []
+    if found is not None:
+        return [found]
+    if spec.node is None and snapshot.node is not None:
+        published = snapshot.remote_by_name.get(target)
+        if published:
+            return published
+    return Problem.MISSING
+
+
+def _label(container: Container) -> str:
+    return f"{container.node}/{container.name}" if container.node else container.name
+
+
+def _labels(containers: Iterable[Container]) -> tuple[str, ...]:
+    return tuple(_label(c) for c in containers)
 
 
 def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan | None:
@@ -245,6 +298,11 @@ def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
     return network_keys(own.endpoints) if own is not None else frozenset()
 
 
+def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
+    """Ids of the containers that links wait for because they are not running."""
+    return set(waiting_dependents(snapshot, plans))
+
+
 def waiting_dependents(
     snapshot: Snapshot, plans: Iterable[DependentPlan]
 ) -> dict[str, list[DependentPlan]]:
@@ -254,7 +312,9 @@ def waiting_dependents(
     for found in plans:
         for link in found.links:
             if link.problem is Problem.NOT_RUNNING:
-                targets = _targets(snapshot, found.dependent.compose_project, link.spec.target)
+                targets = _targets(snapshot, found.dependent.compose_project, link.spec)
+                if isinstance(targets, Problem):
+                    continue
                 for t in targets:
                     if not t.has_address:
                         dependents = waiting.setdefault(t.id, [])

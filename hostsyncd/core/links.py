@@ -1,8 +1,9 @@
-"""Parse a dependent's link label: `target[:alias][@network]` specs.
+"""Parse a dependent's link label: `[node/]target[:alias][@network]` specs.
 
 The label is written by whoever starts the container, so every byte is untrusted: a spec
 is accepted only when every part is a plain name that cannot smuggle anything into a
-hosts file line (no whitespace, `#`, `/`, control characters or non-ASCII).
+hosts file line (no whitespace, `#`, control characters or non-ASCII). The one `/` a spec
+may hold separates a cluster node's name from the target.
 """
 
 from __future__ import annotations
@@ -59,10 +60,14 @@ def parse_spec(text: str) -> LinkSpec | SpecError:
         return bad("non-ASCII character")
     if not text.isprintable():
         return bad("control character")
-    for char in "#/":
-        if char in text:
-            return bad(f"{char!r} is not allowed")
-    rest, at, network = text.partition("@")
+    if "#" in text:
+        return bad("'#' is not allowed")
+    node, slash, text_rest = text.rpartition("/")
+    if slash and (not node or not text_rest or "/" in node):
+        return bad("'/' must separate one node name from the target")
+    if slash and not is_docker_name(node):
+        return bad("node is not a valid node name")
+    rest, at, network = text_rest.partition("@")
     if at and (not network or "@" in network):
         return bad("'@' must be followed by one network name")
     if at and not is_docker_name(network):
@@ -77,7 +82,7 @@ def parse_spec(text: str) -> LinkSpec | SpecError:
     alias = alias or target
     if not is_host_name(alias):
         return bad("alias is not a valid host name")
-    return LinkSpec(target=target, alias=alias, network=network or None)
+    return LinkSpec(target=target, alias=alias, network=network or None, node=node or None)
 
 
 def parse_links(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]:

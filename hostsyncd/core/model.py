@@ -34,6 +34,8 @@ class Container:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     network_mode: str = ""
     endpoints: tuple[Endpoint, ...] = ()
+    # The cluster node that published this container; "" for the local engine's own.
+    node: str = ""
 
     @property
     def has_address(self) -> bool:
@@ -61,14 +63,17 @@ class Container:
 
 @dataclass(frozen=True, slots=True)
 class LinkSpec:
-    """One parsed `target[:alias][@network]` entry of a dependent's label."""
+    """One parsed `[node/]target[:alias][@network]` entry of a dependent's label."""
 
     target: str
     alias: str
     network: str | None = None
+    node: str | None = None
 
     def __str__(self) -> str:
         text = self.target if self.alias == self.target else f"{self.target}:{self.alias}"
+        if self.node is not None:
+            text = f"{self.node}/{text}"
         return f"{text}@{self.network}" if self.network else text
 
 

@@ -31,6 +31,14 @@ class ObservedState:
         self._listed: dict[str, Container] = {}
         self._overrides: dict[str, _Override] = {}
         self._snapshot: Snapshot | None = None
+        self._remote: tuple[Container, ...] = ()
+        self._node: str | None = None
+
+    def cluster(self, node: str | None, remote: tuple[Container, ...]) -> None:
+        """Other nodes' published records, as last known; node None: no cluster."""
+        if (node, remote) != (self._node, self._remote):
+            self._node, self._remote = node, remote
+            self._snapshot = None
 
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
@@ -73,7 +81,9 @@ class ObservedState:
             merged = dict(self._listed)
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
-            self._snapshot = Snapshot(c for c in merged.values() if c is not None)
+            self._snapshot = Snapshot(
+                (c for c in merged.values() if c is not None), self._remote, self._node
+            )
         return self._snapshot
 
 

@@ -104,7 +104,7 @@ def test_journald_entries_are_native_with_container_fields(
     journald, containers, daemon, wait_until
 ):
     db = containers.run("db")
-    web = containers.run("web", labels={LINKS: f"{db}:data bad/spec"})
+    web = containers.run("web", labels={LINKS: f"{db}:data bad#spec"})
     d = daemon.start(output="journald", level="info")
     wait_until(block_is(containers.hosts_path(web), [line(containers.ip(db), "data", db)]))
 
@@ -239,13 +239,13 @@ def test_status_without_a_daemon_fails_clearly(daemon):
 
 def test_graph_prints_the_live_link_graph_in_three_formats(containers, daemon):
     db = containers.run("db")
-    containers.run("web", labels={LINKS: f"{db}:data gone bad/spec"})
+    containers.run("web", labels={LINKS: f"{db}:data gone bad#spec"})
     config = daemon.write_config()
     text = daemon.cli("graph", "--config", str(config))
     assert text.returncode == 0, text.stderr
     assert f"-> {db}:data  =>  {db}  via bridge {containers.ip(db)}" in text.stdout
     assert "!! gone  unresolved: no such container" in text.stdout
-    assert "xx invalid link spec 'bad/spec'" in text.stdout
+    assert "xx invalid link spec 'bad#spec'" in text.stdout
     dot = daemon.cli("graph", "--config", str(config), "--format", "dot")
     assert dot.returncode == 0
     rendered = subprocess.run([shutil.which("dot") or "dot", "-Tsvg"], input=dot.stdout,

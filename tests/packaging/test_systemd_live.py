@@ -204,8 +204,10 @@ def test_links_written_from_inside_the_sandbox(machine: Machine, containers: Any
     entries = [json.loads(raw) for raw in machine.out(
         "journalctl", "-u", "hostsyncd", "-o", "json", f"CONTAINER_NAME={web}").splitlines()]
     assert any(e.get("_TRANSPORT") == "journal" and "ADDED" in e for e in entries), entries
-    # The state file in /run/hostsyncd, read back by `hostsyncd status`.
-    assert web in machine.out("hostsyncd", "status")
+    # The state file in /run/hostsyncd, read back by `hostsyncd status`. It follows
+    # changes at most once a second, so it may be a moment behind the file.
+    wait_until(lambda: web in machine.out("hostsyncd", "status"), timeout=5,
+               what=f"{web} in `hostsyncd status`")
 
 
 def test_reload(machine: Machine):

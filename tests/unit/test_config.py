@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from hostsyncd.config import ENV_VAR, Config, ConfigError, default_path, load
+from hostsyncd import config as config_module
+from hostsyncd.config import ENV_VAR, ClusterConfig, Config, ConfigError, default_path, load
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -188,3 +191,181 @@ def test_config_is_frozen() -> None:
 def test_example_config_loads_and_shows_the_defaults() -> None:
     # The example says "the values shown are the defaults": hold it to that.
     assert load(EXAMPLE) == Config()
+
+
+# --- [cluster] ----------------------------------------------------------------------------
+
+
+def test_cluster_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    real = socket.gethostname().split(".")[0] or "localhost"
+    assert load(write(tmp_path, "")).cluster.node == real
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "web-1.dc2.example.com")
+    cluster = load(write(tmp_path, "[cluster]\n")).cluster
+    assert cluster.enabled is False
+    assert cluster.prefix == "/hostsyncd"
+    assert cluster.lease_ttl == 10
+    assert cluster.node == "web-1"
+    assert cluster.endpoints == ["http://127.0.0.1:2379"]
+    assert cluster.advertise_network == ""
+    assert cluster.publish_label == "hostsyncd.publish"
+    assert (cluster.ca, cluster.cert, cluster.key, cluster.password_file) == (None,) * 4
+    assert (cluster.username, cluster.password) == ("", "")
+
+
+def test_cluster_node_defaults_to_the_host_name_without_a_domain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "db7")
+    assert ClusterConfig().node == "db7"
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "db7.lan")
+    assert ClusterConfig().node == "db7"
+
+
+def test_cluster_enabled_with_explicit_node(tmp_path: Path) -> None:
+    cluster = load(write(tmp_path, '[cluster]\nenabled = true\nnode = "b"\n')).cluster
+    assert cluster.enabled is True
+    assert cluster.node == "b"
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    (["http://h:2379/"], ["http://h:2379"]),
+    (["https://10.0.0.1:2379/", "http://[::1]:2379"], ["https://10.0.0.1:2379",
+                                                       "http://[::1]:2379"]),
+    (["http://etcd"], ["http://etcd"]),
+])
+def test_cluster_endpoints_lose_a_trailing_slash(tmp_path: Path, given: list[str],
+                                                 kept: list[str]) -> None:
+    text = "[cluster]\nendpoints = [" + ", ".join(f'"{u}"' for u in given) + "]\n"
+    assert load(write(tmp_path, text)).cluster.endpoints == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[cluster]\nendpoints = []\n", "cluster.endpoints"),
+        ('[cluster]\nendpoints = ["127.0.0.1:2379"]\n', "cluster.endpoints"),
+        ('[cluster]\nendpoints = ["unix:///run/etcd.sock"]\n', "cluster.endpoints"),
+        ('[cluster]\nendpoints = ["http://h:2379/v3"]\n', "cluster.endpoints"),
+        ('[cluster]\nendpoints = ["http://h 2379"]\n', "cluster.endpoints"),
+        ('[cluster]\nendpoints = "http://h:2379"\n', "cluster.endpoints"),
+        ('[cluster]\nprefix = "hostsyncd"\n', "cluster.prefix"),
+        ('[cluster]\nprefix = "/hostsyncd/"\n', "cluster.prefix"),
+        ('[cluster]\nprefix = "/"\n', "cluster.prefix"),
+        ('[cluster]\nprefix = ""\n', "cluster.prefix"),
+        ('[cluster]\nprefix = "/a//b"\n', "cluster.prefix"),
+        ('[cluster]\nprefix = "/a b"\n', "cluster.prefix"),
+        ('[cluster]\nnode = ""\n', "cluster.node"),
+        ('[cluster]\nnode = "-web"\n', "cluster.node"),
+        ('[cluster]\nnode = "web/1"\n', "cluster.node"),
+        ('[cluster]\nnode = "a..b"\n', "cluster.node"),
+        ('[cluster]\nnode = "web 1"\n', "cluster.node"),
+        ('[cluster]\nnode = "wéb"\n', "cluster.node"),
+        (f'[cluster]\nnode = "{"x" * 64}"\n', "cluster.node"),
+        ("[cluster]\nlease_ttl = 1\n", "cluster.lease_ttl"),
+        ("[cluster]\nlease_ttl = 0\n", "cluster.lease_ttl"),
+        ("[cluster]\nlease_ttl = 3601\n", "cluster.lease_ttl"),
+        ('[cluster]\nlease_ttl = "10s"\n', "cluster.lease_ttl"),
+        ("[cluster]\nlease_ttl = 2.5\n", "cluster.lease_ttl"),
+        ("[cluster]\ntimeout = 0\n", "cluster.timeout"),
+        ('[cluster]\npublish_label = ""\n', "cluster.publish_label"),
+        ('[cluster]\nca = "etcd-ca.pem"\n', "cluster.ca"),
+        ('[cluster]\nenabled = "maybe"\n', "cluster.enabled"),
+        ("[cluster]\nendpoint = 'http://h:2379'\n", "cluster.endpoint"),
+    ],
+)
+def test_cluster_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    message = error_of(tmp_path, text)
+    assert f"  {key}" in message
+
+
+@pytest.mark.parametrize("node", ["b", "web-1", "web_1", "n0.dc2", "7", "x" * 63])
+def test_cluster_node_names_accepted(tmp_path: Path, node: str) -> None:
+    assert load(write(tmp_path, f'[cluster]\nnode = "{node}"\n')).cluster.node == node
+
+
+@pytest.mark.parametrize("ttl", [2, 10, 3600])
+def test_cluster_lease_ttl_bounds(tmp_path: Path, ttl: int) -> None:
+    assert load(write(tmp_path, f"[cluster]\nlease_ttl = {ttl}\n")).cluster.lease_ttl == ttl
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[cluster]\ncert = "/etc/c.pem"\n', "cert and key"),
+        ('[cluster]\nkey = "/etc/k.pem"\n', "cert and key"),
+        ('[cluster]\npassword = "s3cret"\n', "username"),
+        ('[cluster]\npassword_file = "/etc/pw"\n', "username"),
+        ('[cluster]\nusername = "u"\npassword = "s"\npassword_file = "/etc/pw"\n', "not both"),
+    ],
+)
+def test_cluster_inconsistent_credentials_are_rejected(tmp_path: Path, text: str,
+                                                       words: str) -> None:
+    message = error_of(tmp_path, text)
+    assert "  cluster" in message
+    assert words in message
+
+
+def test_cluster_consistent_credentials_are_accepted(tmp_path: Path) -> None:
+    cluster = load(write(tmp_path, '[cluster]\ncert = "/etc/c.pem"\nkey = "/etc/k.pem"\n'
+                                   'username = "u"\npassword = "p"\n')).cluster
+    assert (cluster.cert, cluster.key) == (Path("/etc/c.pem"), Path("/etc/k.pem"))
+    assert (cluster.username, cluster.password) == ("u", "p")
+    cluster = load(write(tmp_path, '[cluster]\nusername = "u"\npassword_file = "/etc/pw"\n'
+                         )).cluster
+    assert cluster.password_file == Path("/etc/pw")
+    assert load(write(tmp_path, '[cluster]\nusername = "u"\n')).cluster.username == "u"
+
+
+def _example_cluster_uncommented() -> tuple[str, set[str]]:
+    """The example's [cluster] section with every commented-out `# key = value` enabled."""
+    text = EXAMPLE.read_text()
+    section = text[text.index("[cluster]"):]
+    lines, keys = [], set()
+    for line in section.splitlines():
+        m = re.fullmatch(r"#?\s?([a-z_]+) = (.+)", line)
+        if m:
+            line = f"{m[1]} = {m[2]}"
+            keys.add(m[1])
+        lines.append(line)
+    return "\n".join(lines) + "\n", keys
+
+
+def test_every_documented_cluster_key_is_accepted_uncommented(tmp_path: Path) -> None:
+    text, keys = _example_cluster_uncommented()
+    assert {"enabled", "endpoints", "prefix", "node", "lease_ttl", "advertise_network",
+            "publish_label", "timeout", "ca", "cert", "key", "username",
+            "password_file"} <= keys
+    cluster = load(write(tmp_path, text)).cluster
+    assert cluster.node == "web-1"
+    assert cluster.ca == Path("/etc/hostsyncd/etcd-ca.pem")
+    assert cluster.cert == Path("/etc/hostsyncd/etcd-client.pem")
+    assert cluster.key == Path("/etc/hostsyncd/etcd-client-key.pem")
+    assert cluster.username == "hostsyncd"
+    assert cluster.password_file == Path("/etc/hostsyncd/etcd-password")
+    # Every key the example documents is a real one (and no unknown-key error slipped by).
+    assert keys <= set(ClusterConfig.model_fields)
+
+
+def test_every_cluster_key_at_once(tmp_path: Path) -> None:
+    cluster = load(write(tmp_path, """
+[cluster]
+enabled = true
+endpoints = ["https://e1:2379", "https://e2:2379/"]
+prefix = "/corp/hostsyncd"
+node = "b"
+lease_ttl = 30
+advertise_network = "macvlan0"
+publish_label = "corp.publish"
+timeout = 2.5
+ca = "/etc/ca.pem"
+cert = "/etc/c.pem"
+key = "/etc/k.pem"
+username = "u"
+password = "p"
+""")).cluster
+    assert cluster == ClusterConfig(
+        enabled=True, endpoints=["https://e1:2379", "https://e2:2379"],
+        prefix="/corp/hostsyncd", node="b", lease_ttl=30, advertise_network="macvlan0",
+        publish_label="corp.publish", timeout=2.5, ca=Path("/etc/ca.pem"),
+        cert=Path("/etc/c.pem"), key=Path("/etc/k.pem"), username="u", password="p",
+    )

@@ -1,4 +1,4 @@
-"""Link label parsing: `target[:alias][@network]` specs, each checked on its own."""
+"""Link label parsing: `[node/]target[:alias][@network]` specs, each checked on its own."""
 
 from __future__ import annotations
 
@@ -68,6 +68,10 @@ def only(value: str) -> tuple[LinkSpec, ...]:
         ("DB:Database", [LinkSpec("DB", "Database")]),
         ("db@0123456789ab", [LinkSpec("db", "db", "0123456789ab")]),
         ("db@my_net.v1-x", [LinkSpec("db", "db", "my_net.v1-x")]),
+        ("b/db", [LinkSpec("db", "db", node="b")]),
+        ("host-2.dc1/db:data@macvlan", [LinkSpec("db", "data", "macvlan", "host-2.dc1")]),
+        ("b/db a/db db", [LinkSpec("db", "db", node="b"), LinkSpec("db", "db", node="a"),
+                          LinkSpec("db", "db")]),
     ],
 )
 def test_valid_specs(value: str, expected: list[LinkSpec]) -> None:
@@ -136,8 +140,18 @@ def test_target_that_is_not_a_host_name_needs_an_alias() -> None:
 INVALID = [
     "db#x",
     "#db",
-    "db/x",
     "../etc",
+    "/db",
+    "b/",
+    "a/b/db",
+    "a//db",
+    "a..b/db",
+    "-a/db",
+    "b/db:x/y",
+    "b/db@n/x",
+    "b/:db",
+    "b/@n",
+    "b#/db",
     "a..b",
     "db:a..b",
     "db@n..m",
@@ -275,7 +289,8 @@ _HOSTILE = [
     "#", "/", "\x00", "\x0b", "\x0c", "\x1b", "\x7f", "\r", "\u00e9", "\u00a0", "\u2026",
     "\u2028", "\ufeff", "\U0001f600", "\ud800", "'", '"', "\\", "=", "%", "*", "!",
 ]
-_SPECS = ["db:data", "mysql@backend", "cache:c1@n1", ":alias", "@net", "web:www.example"]
+_SPECS = ["db:data", "mysql@backend", "cache:c1@n1", ":alias", "@net", "web:www.example",
+          "b/", "node-2/"]
 _ATOMS = _NAMES * 3 + _SPECS * 2 + _PUNCT * 2 + _SEPS * 6 + _HOSTILE
 
 label_st = st.one_of(
@@ -305,6 +320,8 @@ def test_parse_links_property_never_raises_and_yields_only_safe_names() -> None:
         stats["pinned"] += any(spec.network is not None for spec in specs)
         assert len(set(specs)) == len(specs)
         for spec in specs:
+            assert spec.node is None or (is_safe_part(spec.node) and ".." not in spec.node)
+            assert spec.node is None or spec.node + "/" in text
             assert contract_host_name(spec.alias), spec
             assert is_safe_part(spec.target), spec
             assert is_safe_part(spec.alias), spec

@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import sys
+import time
 
 import pytest
 
@@ -13,7 +14,8 @@ from hostsyncd.core.graph import Snapshot, plan_all
 from hostsyncd.core.model import Container, Endpoint
 from hostsyncd.logging import journald_fields
 from hostsyncd.notify import Notifier
-from hostsyncd.views import graph_dot, graph_json, graph_text
+from hostsyncd.state import summary_line
+from hostsyncd.views import graph_dot, graph_json, graph_text, status_text
 
 A = "a" * 64
 B = "b" * 64
@@ -119,6 +121,127 @@ def test_dot_output_renders_with_graphviz(tmp_path):
                          check=False)
     assert out.returncode == 0, out.stderr
     assert b"<svg" in out.stdout
+
+
+# --- summary_line / status_text with a cluster section -------------------------------------
+
+SINCE = 1_700_000_000.0
+
+
+def _state(cluster: dict | None) -> dict:
+    data = {
+        "pid": 4242,
+        "started": SINCE - 60,
+        "updated": SINCE + 5,
+        "ready": True,
+        "engine": {"url": "unix:///var/run/docker.sock", "connected": True,
+                   "version": "27.0", "since": SINCE - 60, "reason": ""},
+        "counts": {"dependents": 2, "links": 3, "unresolved": 0, "invalid_specs": 0,
+                   "writes": 4, "write_errors": 0},
+        "dependents": [{
+            "id": A, "name": "web", "state": "running", "invalid": [], "last_write": None,
+            "links": [{"spec": "b/db", "alias": "db", "targets": ["b/db"],
+                       "network": "macvlan0", "addresses": ["192.0.2.7"], "problem": None}],
+        }],
+        "recent_errors": [],
+    }
+    if cluster is not None:
+        data["cluster"] = cluster
+    return data
+
+
+def _cluster(connected: bool = True, remote: dict | None = None, **extra: object) -> dict:
+    cluster = {
+        "enabled": True, "node": "a", "connected": connected, "since": SINCE,
+        "reason": "" if connected else "watcher: ConnectionError",
+        "endpoint": "http://etcd1:2379", "published": ["cache", "db"],
+        "remote": {"b": ["db", "queue"]} if remote is None else remote,
+    }
+    cluster.update(extra)
+    return cluster
+
+
+def _hms(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def test_summary_line_with_the_cluster_connected():
+    line = summary_line(_state(_cluster()))
+    assert line == "2 dependents, 3 links, engine connected, cluster ok (1 other node)"
+
+
+@pytest.mark.parametrize(("remote", "text"), [
+    ({}, "cluster ok (0 other nodes)"),
+    ({"b": ["db"], "c": ["db", "x"]}, "cluster ok (2 other nodes)"),
+    ({"b": [], "c": [], "d": ["x"]}, "cluster ok (3 other nodes)"),
+])
+def test_summary_line_counts_the_other_nodes(remote, text):
+    assert summary_line(_state(_cluster(remote=remote))).endswith(", " + text)
+
+
+def test_summary_line_with_the_cluster_degraded():
+    line = summary_line(_state(_cluster(connected=False)))
+    assert line == (f"2 dependents, 3 links, engine connected, "
+                    f"cluster degraded since {_hms(SINCE)}")
+    assert re.search(r"cluster degraded since \d\d:\d\d:\d\d$", line)
+
+
+def test_summary_line_with_both_engine_and_cluster_down():
+    data = _state(_cluster(connected=False))
+    data["engine"].update(connected=False, since=SINCE - 10, reason="refused")
+    data["counts"]["unresolved"] = 1
+    assert summary_line(data) == (
+        f"2 dependents, 3 links, 1 unresolved, engine unreachable since {_hms(SINCE - 10)}, "
+        f"retrying, cluster degraded since {_hms(SINCE)}")
+
+
+@pytest.mark.parametrize("cluster", [None, {"enabled": False}, {}])
+def test_summary_line_without_a_cluster_has_no_cluster_part(cluster):
+    line = summary_line(_state(cluster))
+    assert line == "2 dependents, 3 links, engine connected"
+    assert "cluster" not in line
+
+
+def test_status_text_with_the_cluster_connected():
+    text = status_text(_state(_cluster()))
+    lines = text.splitlines()
+    (head,) = [line for line in lines if line.startswith("cluster:")]
+    assert "node a" in head
+    assert "connected to http://etcd1:2379" in head
+    assert "DEGRADED" not in text
+    assert any("publishes 2: cache, db" in line for line in lines)
+    assert any(re.search(r"node b: db, queue$", line) for line in lines)
+    assert "last known" not in text
+    # The cluster lines come with the header, before the dependents.
+    assert lines.index(head) < lines.index(next(x for x in lines if x.startswith("web (")))
+    assert "-> b/db: b/db macvlan0 192.0.2.7" in text
+
+
+def test_status_text_with_the_cluster_degraded():
+    text = status_text(_state(_cluster(connected=False,
+                                       remote={"b": ["db"], "c": ["cache", "db"]})))
+    lines = text.splitlines()
+    (head,) = [line for line in lines if line.startswith("cluster:")]
+    assert "DEGRADED" in head
+    assert "watcher: ConnectionError" in head
+    assert time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(SINCE)) in head
+    kept = [line for line in lines if "(last known, kept)" in line]
+    assert len(kept) == 2
+    assert any("node b (last known, kept): db" in line for line in kept)
+    assert any("node c (last known, kept): cache, db" in line for line in kept)
+
+
+def test_status_text_publishing_nothing_says_so():
+    text = status_text(_state(_cluster(published=[], remote={})))
+    assert "publishes 0: -" in text
+
+
+@pytest.mark.parametrize("cluster", [None, {"enabled": False}])
+def test_status_text_without_a_cluster_has_no_cluster_line(cluster):
+    text = status_text(_state(cluster))
+    assert not any(line.startswith("cluster:") for line in text.splitlines())
+    assert "publishes" not in text
+    assert "DEGRADED" not in text
 
 
 if __name__ == "__main__":

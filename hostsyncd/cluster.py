@@ -1,0 +1,524 @@
+"""The only module that talks to etcd: publish this node's records, follow every node's.
+
+etcd is reached through its v3 JSON gateway (`POST /v3/...` on the client port), which
+etcd 3.4 serves out of the box; a request that fails on one member is tried on the next.
+Two threads, so a slow watch never delays a lease keep-alive:
+
+- the publisher holds one lease, keeps it alive, and makes this node's keys match what the
+  daemon last asked for (level-triggered: after any failure it re-reads its own keys);
+- the watcher reads every node's records with one range read, then follows a watch from
+  that revision, and starts over with a range read after any break.
+
+While etcd is away the last known records stay: a dependent keeps its remote lines, and
+the cluster shows as degraded until both threads are back.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from hostsyncd.config import ClusterConfig
+from hostsyncd.core.model import Container
+from hostsyncd.core.records import RecordError, nodes_prefix, parse_record, record_key
+
+MAX_BACKOFF = 5.0
+# The gateway passes no progress notifications, so a silent watch may sit on a hung member.
+# After this many seconds of silence it is reopened from the last revision seen: cheap, and
+# a hung member fails the reopen within the request timeout, moving us to the next one.
+WATCH_RENEW = 5.0
+# A clean shutdown gives the lease revoke at most this long: etcd being away must not hold
+# up a stop, and the records expire with the lease anyway.
+REVOKE_TIMEOUT = 2.0
+
+
+class EtcdError(Exception):
+    """No member answered the request, or etcd refused it."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end that covers every key starting with `prefix`."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"
+
+
+class EtcdClient:
+    """etcd's JSON gateway across the configured members. One per thread: a requests
+    Session is not thread-safe."""
+
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.endpoints = list(config.endpoints)
+        self._index = 0
+        self._token: str | None = None
+        self._session = requests.Session()
+        # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
+        # verify, and the configured CA must win.
+        self._verify: str | bool = str(config.ca) if config.ca is not None else True
+        if config.cert is not None and config.key is not None:
+            self._session.cert = (str(config.cert), str(config.key))
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self._index]
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def call(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+        response = self._post(path, body, timeout or self.config.timeout, stream=False)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EtcdError(f"{self.endpoint}: reply is not JSON") from exc
+
+    def _post(self, path: str, body: dict[str, Any], timeout: float | tuple[float, float],
+              stream: bool) -> requests.Response:
+        """POST to the current member, then to each other one; the first that answers
+        becomes current."""
+        errors = []
+        for _ in range(len(self.endpoints)):
+            try:
+                return self._post_one(path, body, timeout, stream)
+            except EtcdError as exc:
+                errors.append(f"{self.endpoint}: {exc}")
+                self._index = (self._index + 1) % len(self.endpoints)
+        raise EtcdError("; ".join(errors))
+
+    def _post_one(self, path: str, body: dict[str, Any], timeout: float | tuple[float, float],
+                  stream: bool) -> requests.Response:
+        for attempt in range(2):
+            if self.config.username and self._token is None:
+                self._authenticate()
+            headers = {"Authorization": self._token} if self._token else {}
+            try:
+                response = self._session.post(self.endpoint + path, json=body, headers=headers,
+                                              timeout=timeout, stream=stream,
+                                              verify=self._verify)
+            except requests.RequestException as exc:
+                raise EtcdError(_request_error(exc)) from exc
+            if response.status_code == 200:
+                return response
+            reason = _error_text(response)
+            response.close()
+            if response.status_code == 401 and self.config.username and attempt == 0:
+                self._token = None  # expired token: log in again, once
+                continue
+            raise EtcdError(f"HTTP {response.status_code}: {reason}")
+        raise EtcdError("authentication failed")
+
+    def _authenticate(self) -> None:
+        password = self.config.password
+        if self.config.password_file is not None:
+            try:
+                password = self.config.password_file.read_text().splitlines()[0]
+            except (OSError, IndexError, UnicodeDecodeError) as exc:
+                raise EtcdError(f"cannot read password_file: {exc}") from None
+        try:
+            response = self._session.post(
+                self.endpoint + "/v3/auth/authenticate",
+                json={"name": self.config.username, "password": password},
+                timeout=self.config.timeout,
+                verify=self._verify,
+            )
+        except requests.RequestException as exc:
+            raise EtcdError(_request_error(exc)) from exc
+        if response.status_code != 200:
+            raise EtcdError(f"authentication refused: {_error_text(response)}")
+        self._token = response.json().get("token") or None
+
+    # -- the calls hostsyncd makes --------------------------------------------------------
+
+    def range(self, prefix: bytes) -> tuple[int, list[dict[str, Any]]]:
+        """Every key under prefix: (revision, kvs)."""
+        body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        reply = self.call("/v3/kv/range", body)
+        return int(reply.get("header", {}).get("revision", 0)), reply.get("kvs", [])
+
+    def put(self, key: str, value: bytes, lease: int) -> None:
+        self.call("/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value),
+                                 "lease": str(lease)})
+
+    def delete(self, key: str) -> None:
+        self.call("/v3/kv/deleterange", {"key": _b64(key.encode())})
+
+    def grant(self, ttl: int) -> int:
+        reply = self.call("/v3/lease/grant", {"TTL": str(ttl)})
+        if reply.get("error"):
+            raise EtcdError(f"lease grant refused: {reply['error']}")
+        return int(reply["ID"])
+
+    def keepalive(self, lease: int) -> int:
+        """The lease's remaining TTL; 0 once it has expired."""
+        reply = self.call("/v3/lease/keepalive", {"ID": str(lease)})
+        return int(reply.get("result", {}).get("TTL", 0))
+
+    def revoke(self, lease: int, timeout: float) -> None:
+        self.call("/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout)
+
+    def watch(self, prefix: bytes, start_revision: int) -> Iterator[dict[str, Any]]:
+        """The watch's messages, one `result` object each, until the stream breaks."""
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
+                                   "start_revision": str(start_revision)}}
+        response = self._post("/v3/watch", body, (self.config.timeout, WATCH_RENEW), stream=True)
+        decoder = json.JSONDecoder()
+        text = codecs.getincrementaldecoder("utf-8")()
+        buffer = ""
+        try:
+            for chunk in response.iter_content(chunk_size=None):
+                buffer += text.decode(chunk)
+                while True:
+                    buffer = buffer.lstrip()
+                    if not buffer:
+                        break
+                    try:
+                        message, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break  # the rest of this message is still on its way
+                    buffer = buffer[end:]
+                    if "error" in message:
+                        raise EtcdError(f"watch failed: {message['error']}")
+                    yield message.get("result", {})
+        except requests.RequestException:
+            return  # a broken or silent stream: the caller reopens it
+        finally:
+            response.close()
+
+
+def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
+    """Every node's usable records, with one range read (for one-shot commands)."""
+    client = EtcdClient(config)
+    try:
+        _, kvs = client.range(nodes_prefix(config.prefix).encode())
+    finally:
+        client.close()
+    found = (parse_record(config.prefix, _unb64(kv.get("key", "")).decode("utf-8", "replace"),
+                          _unb64(kv.get("value", ""))) for kv in kvs)
+    return tuple(c for c in found if isinstance(c, Container))
+
+
+def _request_error(exc: requests.RequestException) -> str:
+    """The exception's kind and its innermost reason ("[Errno 111] Connection refused",
+    "[SSL: CERTIFICATE_VERIFY_FAILED] ..."), without urllib3's pool and URL noise."""
+    text = str(exc)
+    found = _REASON.search(text)
+    return f"{type(exc).__name__}: {(found.group(0) if found else text).strip()[:160]}"
+
+
+_REASON = re.compile(r"\[(?:Errno \d+|SSL[^\]]*)\][^'\")(]*")
+
+
+def _error_text(response: requests.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:200]
+    return str(body)[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterHealth:
+    connected: bool
+    since: float  # wall time of the last change
+    reason: str = ""
+    endpoint: str = ""
+
+
+class Cluster:
+    """This node's presence in the cluster. `publish` and the readers are thread-safe;
+    `on_change` is called (from the cluster's threads) when the remote records or the
+    health change."""
+
+    def __init__(self, config: ClusterConfig, on_change: Callable[[], None], log: Any) -> None:
+        self.config = config
+        self.on_change = on_change
+        self.log = log
+        self._lock = threading.Condition()
+        self._desired: dict[str, bytes] = {}
+        self._desired_version = 0
+        self._remote: dict[str, Container] = {}
+        self._rejected: dict[str, str] = {}
+        self._loaded = threading.Event()
+        self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
+        self._health = ClusterHealth(False, time.time(), "connecting")
+        self._warned = False
+        self._own_prefix = record_key(config.prefix, config.node, "")
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._publish_loop, name="cluster-publish", daemon=True),
+            threading.Thread(target=self._watch_loop, name="cluster-watch", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Revoke the lease (so the records go at once) and stop."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._threads[0].join(timeout=REVOKE_TIMEOUT + self.config.timeout)
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait for the first range read, so the first sync already knows remote records."""
+        return self._loaded.wait(timeout)
+
+    # -- what the daemon reads and says ---------------------------------------------------
+
+    def publish(self, records: dict[str, bytes]) -> None:
+        """This node's records from now on (by container name); written in the background."""
+        with self._lock:
+            if records != self._desired:
+                self._desired = dict(records)
+                self._desired_version += 1
+                self._lock.notify_all()
+
+    def remote_records(self) -> tuple[Container, ...]:
+        with self._lock:
+            return tuple(sorted(self._remote.values(), key=lambda c: (c.node, c.name)))
+
+    def rejected(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._rejected)
+
+    def health(self) -> ClusterHealth:
+        with self._lock:
+            return self._health
+
+    def state(self) -> dict[str, Any]:
+        with self._lock:
+            health = self._health
+            published = sorted(self._desired)
+            remote: dict[str, list[str]] = {}
+            for record in self._remote.values():
+                remote.setdefault(record.node, []).append(record.name)
+        return {
+            "enabled": True,
+            "node": self.config.node,
+            "connected": health.connected,
+            "since": health.since,
+            "reason": health.reason,
+            "endpoint": health.endpoint,
+            "published": published,
+            "remote": {node: sorted(names) for node, names in sorted(remote.items())},
+        }
+
+    # -- health ---------------------------------------------------------------------------
+
+    def _set_health(self, part: str, failure: str | None, endpoint: str) -> None:
+        with self._lock:
+            if failure is None:
+                self._failures.pop(part, None)
+            else:
+                self._failures[part] = failure
+            connected = not self._failures
+            reason = "; ".join(f"{k}: {v}" for k, v in sorted(self._failures.items()))
+            before = self._health
+            # The member shown is the watcher's: the one the records come from.
+            endpoint = endpoint if part == "watcher" else before.endpoint
+            if (connected, reason, endpoint) == (before.connected, before.reason,
+                                                 before.endpoint):
+                return
+            since = time.time() if connected != before.connected else before.since
+            self._health = ClusterHealth(connected, since, reason, endpoint)
+            # Said once per outage, and not for the moments before the first answer.
+            warn = not connected and not self._warned and any(
+                v != "connecting" for v in self._failures.values())
+            self._warned = (self._warned or warn) and not connected
+        if connected and not before.connected:
+            self.log.info("etcd connected", endpoint=endpoint, node=self.config.node)
+        elif warn:
+            self.log.warning("etcd unreachable; keeping the last known remote records",
+                             reason=reason, node=self.config.node)
+        self.on_change()
+
+    def _wait(self, seconds: float) -> None:
+        self._stopping.wait(seconds)
+
+    # -- publisher ------------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        client = EtcdClient(self.config)
+        lease = 0
+        written: dict[str, bytes] | None = None  # None: unknown, read back from etcd
+        version = -1
+        next_keepalive = 0.0
+        backoff = 0.1
+        interval = self.config.lease_ttl / 3
+        try:
+            while not self._stopping.is_set():
+                try:
+                    if not lease:
+                        lease, written = client.grant(self.config.lease_ttl), None
+                        next_keepalive = time.monotonic() + interval
+                    if time.monotonic() >= next_keepalive:
+                        if client.keepalive(lease) <= 0:
+                            self.log.warning("etcd lease expired; publishing again",
+                                             node=self.config.node)
+                            lease = 0
+                            continue
+                        next_keepalive = time.monotonic() + interval
+                    with self._lock:
+                        desired, version = dict(self._desired), self._desired_version
+                    written = self._write_records(client, lease, desired, written)
+                    self._set_health("publisher", None, client.endpoint)
+                    backoff = 0.1
+                except EtcdError as exc:
+                    written = None
+                    self._set_health("publisher", str(exc), client.endpoint)
+                    self._wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF, interval)
+                    continue
+                with self._lock:
+                    while (not self._stopping.is_set() and version == self._desired_version
+                           and time.monotonic() < next_keepalive):
+                        self._lock.wait(max(0.0, next_keepalive - time.monotonic()))
+        finally:
+            if lease:
+                try:
+                    client.revoke(lease, REVOKE_TIMEOUT)
+                except EtcdError as exc:
+                    self.log.warning("could not revoke the etcd lease; records expire with it",
+                                     reason=str(exc), node=self.config.node)
+            client.close()
+
+    def _write_records(self, client: EtcdClient, lease: int, desired: dict[str, bytes],
+                       written: dict[str, bytes] | None) -> dict[str, bytes]:
+        """Make this node's keys hold `desired`; returns what etcd now holds."""
+        if written is None:
+            # After a failure (or at start) what etcd holds is unknown: read it back, and
+            # drop what an earlier run of this node left behind.
+            own = record_key(self.config.prefix, self.config.node, "")
+            _, kvs = client.range(own.encode())
+            written = {}
+            for kv in kvs:
+                name = _unb64(kv.get("key", "")).decode("utf-8", "replace").removeprefix(own)
+                if name in desired and int(kv.get("lease", 0)) == lease:
+                    written[name] = _unb64(kv.get("value", ""))
+                elif name not in desired:
+                    client.delete(own + name)
+        put = [name for name, value in desired.items() if written.get(name) != value]
+        deleted = sorted(written.keys() - desired.keys())
+        for name in put:
+            client.put(record_key(self.config.prefix, self.config.node, name), desired[name],
+                       lease)
+            written[name] = desired[name]
+        for name in deleted:
+            client.delete(record_key(self.config.prefix, self.config.node, name))
+            del written[name]
+        if put or deleted:
+            self.log.debug("cluster records written", put=put, deleted=deleted,
+                           endpoint=client.endpoint)
+        return written
+
+    # -- watcher --------------------------------------------------------------------------
+
+    def _watch_loop(self) -> None:
+        client = EtcdClient(self.config)
+        prefix = nodes_prefix(self.config.prefix).encode()
+        backoff = 0.1
+        revision = 0  # 0: read everything again before watching
+        while not self._stopping.is_set():
+            try:
+                if not revision:
+                    revision, kvs = client.range(prefix)
+                    self._replace_remote(kvs)
+                    self._loaded.set()
+                began = time.monotonic()
+                for message in client.watch(prefix, revision + 1):
+                    self._set_health("watcher", None, client.endpoint)
+                    if self._stopping.is_set():
+                        break
+                    if message.get("canceled") or message.get("compact_revision"):
+                        revision = 0  # compacted past our revision: read everything again
+                        break
+                    events = message.get("events", [])
+                    self._apply_events(events)
+                    for event in events:
+                        revision = max(revision, int(event.get("kv", {}).get("mod_revision", 0)))
+                # A stream that breaks at once again and again must not spin.
+                if time.monotonic() - began < 1.0:
+                    self._wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                else:
+                    backoff = 0.1
+            except EtcdError as exc:
+                revision = 0
+                self._set_health("watcher", str(exc), client.endpoint)
+                self._wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        client.close()
+
+    def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError | None]:
+        """A record of another node; None for this node's own (the engine knows them
+        better, and their echo must not cost the daemon a pass)."""
+        key = _unb64(kv.get("key", "")).decode("utf-8", "replace")
+        if key.startswith(self._own_prefix):
+            return key, None
+        return key, parse_record(self.config.prefix, key, _unb64(kv.get("value", "")))
+
+    def _replace_remote(self, kvs: list[dict[str, Any]]) -> None:
+        remote: dict[str, Container] = {}
+        rejected: dict[str, str] = {}
+        for kv in kvs:
+            key, found = self._parse(kv)
+            if isinstance(found, RecordError):
+                rejected[key] = str(found)
+            elif found is not None:
+                remote[key] = found
+        with self._lock:
+            changed = (remote, rejected) != (self._remote, self._rejected)
+            self._remote, self._rejected = remote, rejected
+        if changed:
+            self.on_change()
+
+    def _apply_events(self, events: list[dict[str, Any]]) -> None:
+        changed = False
+        with self._lock:
+            for event in events:
+                kv = event.get("kv", {})
+                if event.get("type") == "DELETE":
+                    key = _unb64(kv.get("key", "")).decode("utf-8", "replace")
+                    changed |= self._remote.pop(key, None) is not None
+                    changed |= self._rejected.pop(key, None) is not None
+                    continue
+                key, found = self._parse(kv)  # PUT: the gateway leaves out type 0
+                if found is None:
+                    continue
+                if isinstance(found, RecordError):
+                    changed |= self._remote.pop(key, None) is not None
+                    changed |= self._rejected.get(key) != str(found)
+                    self._rejected[key] = str(found)
+                else:
+                    changed |= self._remote.get(key) != found
+                    self._remote[key] = found
+                    self._rejected.pop(key, None)
+        if changed:
+            self.on_change()
