@@ -32,10 +32,6 @@ from hostsyncd.core.model import Container
 from hostsyncd.core.records import RecordError, nodes_prefix, parse_record, record_key
 
 MAX_BACKOFF = 5.0
-# The gateway passes no progress notifications, so a silent watch may sit on a hung member.
-# After this many seconds of silence it is reopened from the last revision seen: cheap, and
-# a hung member fails the reopen within the request timeout, moving us to the next one.
-WATCH_RENEW = 5.0
 # A clean shutdown gives the lease revoke at most this long: etcd being away must not hold
 # up a stop, and the records expire with the lease anyway.
 REVOKE_TIMEOUT = 2.0
@@ -184,7 +180,11 @@ class EtcdClient:
         """The watch's messages, one `result` object each, until the stream breaks."""
         body = {"create_request": {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix)),
                                    "start_revision": str(start_revision)}}
-        response = self._post("/v3/watch", body, (self.config.timeout, WATCH_RENEW), stream=True)
+        # The gateway passes no progress notifications, so a silent watch may sit on a hung
+        # member. After `timeout` seconds of silence it ends and is reopened from the last
+        # revision seen: cheap, and a hung member fails the reopen within the same timeout,
+        # which moves the watch to the next member.
+        response = self._post("/v3/watch", body, self.config.timeout, stream=True)
         decoder = json.JSONDecoder()
         text = codecs.getincrementaldecoder("utf-8")()
         buffer = ""
