@@ -504,7 +504,9 @@ def test_link_across_hosts_as_an_etcd_user_survives_token_expiry(
     password_file = tmp_path / "etcd-password"
     password_file.write_text(HSD_PASSWORD + "\nthe first line only\n")
     password_file.chmod(0o600)
-    common = {"endpoints": auth_etcd.endpoints, "username": "hostsyncd"}
+    # A silent watch is reopened after `timeout` seconds: 5 s, longer than the tokens'
+    # 2 s TTL, so the reopened watches present expired tokens.
+    common = {"endpoints": auth_etcd.endpoints, "username": "hostsyncd", "timeout": 5}
     # b keeps its lease alive only every 10 s: its publisher's token idles out between.
     net, db, web, path = cross_host_link(
         auth_nodes, containers, containers_b, wait_until,
@@ -522,7 +524,7 @@ def test_link_across_hosts_as_an_etcd_user_survives_token_expiry(
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(anonymous, timeout=3)
 
-    # Idle: the watches renew every 5 s and then present tokens etcd has dropped (it says
+    # Idle: the watches reopen every 5 s and then present tokens etcd has dropped (it says
     # so in its log). Wait for that, so the publisher's token (last used for the put of
     # db's record) is expired too.
     before = _invalid_tokens(auth_etcd)
