@@ -11,12 +11,10 @@ start it.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
 from etcdcluster import EtcdCluster  # in scripts/, which lib puts on sys.path
-from lib import Bench, alias_ip, hostsyncd, summary, wait_for
+from lib import Bench, alias_ip, hostsyncd, summary, time_start, wait_for
 
 ENGINE_B = Path(os.environ.get("HSD_BENCH_ROOT_B", "/tmp/hsdbench-b"))
 ETCD_ROOT = Path(os.environ.get("HSD_BENCH_ETCD", "/tmp/hsdbench-etcd"))
@@ -56,7 +54,7 @@ def _cycles(host_a: Bench, host_b: Bench, cycles: int) -> dict[str, object]:
         host_b.api.stop(db, timeout=0)
         thief = host_b.run(f"thief{n}")
         assert host_b.ip(thief) == old_ip, "the old IP was not reused"
-        for side, elapsed in _time_start(host_b, db, files, old_ip).items():
+        for side, elapsed in time_start(host_b, db, files, old_ip).items():
             times[side].append(elapsed * 1000)
     result: dict[str, object] = {side: summary(ms) for side, ms in times.items()}
     cross, local = result["cross_host"], result["local"]
@@ -64,24 +62,3 @@ def _cycles(host_a: Bench, host_b: Bench, cycles: int) -> dict[str, object]:
     result["cross_over_link_median"] = cross["median"] / result["link"]["median"]
     result["raw_ms"] = times
     return result
-
-
-def _time_start(bench: Bench, cid: str, files: dict[str, Path], old_ip: str) -> dict[str, float]:
-    seen: dict[str, float] = {}
-    starter = threading.Thread(target=bench.api.start, args=(cid,))
-    t0 = time.perf_counter()
-    starter.start()
-    deadline = t0 + 10
-    while len(seen) < len(files) and time.perf_counter() < deadline:
-        for side, path in files.items():
-            if side in seen:
-                continue
-            ip = alias_ip(path.read_bytes(), "db")
-            if ip is not None and ip != old_ip:
-                seen[side] = time.perf_counter() - t0
-        time.sleep(0.0002)
-    starter.join()
-    missing = set(files) - set(seen)
-    if missing:
-        raise RuntimeError(f"new IP never reached {missing}")
-    return seen

@@ -430,6 +430,29 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         time.sleep(interval)
 
 
+def time_start(bench: Bench, cid: str, files: dict[str, Path], old_ip: str) -> dict[str, float]:
+    """Start the container and poll every file until its "db" line leaves old_ip: seconds
+    from the start call, per file. One poller for all, so every side sees the same start."""
+    seen: dict[str, float] = {}
+    starter = threading.Thread(target=bench.api.start, args=(cid,))
+    t0 = time.perf_counter()
+    starter.start()
+    deadline = t0 + 10
+    while len(seen) < len(files) and time.perf_counter() < deadline:
+        for side, path in files.items():
+            if side in seen:
+                continue
+            ip = alias_ip(path.read_bytes(), "db")
+            if ip is not None and ip != old_ip:
+                seen[side] = time.perf_counter() - t0
+        time.sleep(0.0002)
+    starter.join()
+    missing = set(files) - set(seen)
+    if missing:
+        raise RuntimeError(f"new IP never reached {missing}")
+    return seen
+
+
 def alias_ip(content: bytes, alias: str) -> str | None:
     """The IPv4 address a hosts file gives the alias (first match, as resolvers do)."""
     for line in content.splitlines():

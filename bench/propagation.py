@@ -8,11 +8,9 @@ too), start it. Both files are watched by one poller, so both sides see the same
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
-from lib import Bench, alias_ip, hostsyncd, summary, wait_for
+from lib import Bench, alias_ip, hostsyncd, summary, time_start, wait_for
 
 
 def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
@@ -27,7 +25,7 @@ def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
         bench.api.stop(db, timeout=0)
         thief = bench.run(f"thief{len(times['link'])}")
         assert bench.ip(thief) == old_ip, "the old IP was not reused"
-        seen = _time_start(bench, db, files, old_ip)
+        seen = time_start(bench, db, files, old_ip)
         for side, elapsed in seen.items():
             times[side].append(elapsed * 1000)
     result: dict[str, object] = {side: summary(ms) for side, ms in times.items()}
@@ -35,27 +33,6 @@ def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
     result["ratio_p95"] = result["hostsyncd"]["p95"] / result["link"]["p95"]
     result["raw_ms"] = times
     return result
-
-
-def _time_start(bench: Bench, cid: str, files: dict[str, Path], old_ip: str) -> dict[str, float]:
-    seen: dict[str, float] = {}
-    starter = threading.Thread(target=bench.api.start, args=(cid,))
-    t0 = time.perf_counter()
-    starter.start()
-    deadline = t0 + 10
-    while len(seen) < len(files) and time.perf_counter() < deadline:
-        for side, path in files.items():
-            if side in seen:
-                continue
-            ip = alias_ip(path.read_bytes(), "db")
-            if ip is not None and ip != old_ip:
-                seen[side] = time.perf_counter() - t0
-        time.sleep(0.0002)
-    starter.join()
-    missing = set(files) - set(seen)
-    if missing:
-        raise RuntimeError(f"new IP never reached {missing}")
-    return seen
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proctools import alive, read_cmdline, reap, wait_gone
+
 DEFAULT_ROOT = Path("/tmp/hsdetcd")
 DEFAULT_CLIENT_PORT = 23791
 DEFAULT_PEER_PORT = 23801
@@ -67,44 +69,6 @@ ELECTION_MS = 500
 
 class EtcdError(RuntimeError):
     """The cluster could not be started, stopped or used."""
-
-
-def _read_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"  # a zombie counts as gone
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        _reap(pid)
-        if not _alive(pid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
 
 
 def _b64(data: str | bytes) -> str:
@@ -273,11 +237,11 @@ class EtcdCluster:
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
-            cmd = _read_cmdline(int(entry.name))
+            cmd = read_cmdline(int(entry.name))
             if not cmd or Path(cmd[0]).name != "etcd":
                 continue
             with contextlib.suppress(ValueError):
-                if cmd[cmd.index("--data-dir") + 1] == want and _alive(int(entry.name)):
+                if cmd[cmd.index("--data-dir") + 1] == want and alive(int(entry.name)):
                     return int(entry.name)
         return None
 
@@ -346,8 +310,8 @@ class EtcdCluster:
         while True:
             for m in members:
                 pid = pids.get(m.name)
-                if pid is not None and not _alive(pid):
-                    _reap(pid)
+                if pid is not None and not alive(pid):
+                    reap(pid)
                     raise EtcdError(
                         f"etcd member {m.name} exited while starting\n{self.log_tail(m)}"
                     )
@@ -416,7 +380,7 @@ class EtcdCluster:
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                if not _wait_gone(pid, 10):
+                if not wait_gone(pid, 10):
                     raise EtcdError(f"etcd {m.name} (pid {pid}) survived SIGKILL")
 
     def kill(self, which: str | int | Member) -> None:
@@ -427,7 +391,7 @@ class EtcdCluster:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        if not _wait_gone(pid, 10):
+        if not wait_gone(pid, 10):
             raise EtcdError(f"etcd {m.name} (pid {pid}) survived SIGKILL")
 
     def pause(self, which: str | int | Member) -> None:
@@ -452,7 +416,7 @@ class EtcdCluster:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
+        if not wait_gone(pid, timeout):
             self.kill(m)
 
     def start(self, which: str | int | Member, timeout: float = 15, wait: bool = True) -> None:

@@ -55,6 +55,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from proctools import alive, read_cmdline, wait_gone
+
 DEFAULT_ROOT = Path("/tmp/hsdtest")
 DEFAULT_BRIDGE = "hsdtest0"
 DEFAULT_CIDR = "10.231.0.1/24"
@@ -86,54 +88,15 @@ def _exec_root_for(root: Path) -> Path:
     return Path(f"/tmp/hsdx-{digest}")
 
 
-def _read_cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own child that nobody reaped yet) counts as gone.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    _reap(pid)
-    return not _alive(pid)
-
-
 def _terminate(pid: int, timeout: float) -> None:
     """SIGTERM, then SIGKILL after timeout; returns once the process is gone."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    if _wait_gone(pid, timeout):
+    if wait_gone(pid, timeout):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    if not _wait_gone(pid, 10):
+    if not wait_gone(pid, 10):
         raise EngineError(f"process {pid} survived SIGKILL")
 
 
@@ -200,9 +163,9 @@ class PrivateEngine:
         return pid if self._is_our_dockerd(pid) else None
 
     def _is_our_dockerd(self, pid: int) -> bool:
-        if not _alive(pid):
+        if not alive(pid):
             return False
-        cmd = _read_cmdline(pid)
+        cmd = read_cmdline(pid)
         return (
             bool(cmd) and Path(cmd[0]).name == "dockerd" and str(self.socket_path) in " ".join(cmd)
         )
@@ -215,7 +178,7 @@ class PrivateEngine:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            cmd = _read_cmdline(pid)
+            cmd = read_cmdline(pid)
             if not cmd:
                 continue
             name = Path(cmd[0]).name
@@ -223,7 +186,7 @@ class PrivateEngine:
             ours = (name == "dockerd" and str(self.socket_path) in joined) or (
                 name == "containerd" and f"{exec_root}/containerd" in joined
             )
-            if ours and _alive(pid):
+            if ours and alive(pid):
                 found.append((pid, name))
         # dockerd first: it stops its own containerd.
         return sorted(found, key=lambda p: p[1] != "dockerd")
@@ -290,7 +253,7 @@ class PrivateEngine:
             if pid is not None:
                 # Maybe still starting (another run launched it a moment ago).
                 deadline = time.monotonic() + min(20.0, timeout / 2)
-                while time.monotonic() < deadline and _alive(pid):
+                while time.monotonic() < deadline and alive(pid):
                     if self.ping():
                         return
                     time.sleep(0.1)
@@ -308,13 +271,13 @@ class PrivateEngine:
             pid = self.pid()
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
-                if not _wait_gone(pid, timeout):
+                if not wait_gone(pid, timeout):
                     raise EngineError(
                         f"dockerd {pid} still running {timeout}s after SIGTERM\n" + self.log_tail()
                     )
             # dockerd stops its containerd on the way out; wait for that too.
             for other, _name in self._leftover_processes():
-                _wait_gone(other, 10)
+                wait_gone(other, 10)
 
     def _cleanup(self) -> None:
         for pid, _name in self._leftover_processes():

@@ -20,7 +20,7 @@ Integration fixtures:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import json
 import os
 import re
@@ -42,18 +42,15 @@ OWNER_LABEL = "hsdtest.owner"
 BUILTIN_NETWORKS = frozenset({"bridge", "host", "none", "default"})
 
 
-def _load_privengine() -> Any:
-    if "privengine" in sys.modules:
-        return sys.modules["privengine"]
-    spec = importlib.util.spec_from_file_location("privengine", REPO / "scripts/privengine.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["privengine"] = module
-    spec.loader.exec_module(module)
-    return module
+def load_script(name: str) -> Any:
+    """A harness from scripts/ (stdlib only, also run as a command) as a module."""
+    scripts = str(REPO / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)  # the harnesses import scripts/proctools.py
+    return importlib.import_module(name)
 
 
-privengine = _load_privengine()
+privengine = load_script("privengine")
 
 
 # -- failure reports ----------------------------------------------------------------------
@@ -136,15 +133,18 @@ def engine() -> Any:
         bridge=os.environ.get("HSD_TEST_BRIDGE") or privengine.DEFAULT_BRIDGE,
         cidr=os.environ.get("HSD_TEST_CIDR") or privengine.DEFAULT_CIDR,
     )
+    return started_engine(eng, f"private Docker engine at {root}")
+
+
+def started_engine(eng: Any, what: str) -> Any:
+    """The engine, running and with the test image; if it cannot start, the test fails
+    (never skips), showing the engine's log."""
     try:
         eng.ensure_running()
         eng.ensure_image()
     except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-        pytest.fail(
-            f"private Docker engine at {root} is unavailable: {exc}\n"
-            f"--- tail of {eng.logfile} ---\n{eng.log_tail()}",
-            pytrace=False,
-        )
+        pytest.fail(f"{what} is unavailable: {exc}\n--- tail of {eng.logfile} ---\n"
+                    f"{eng.log_tail()}", pytrace=False)  # fmt: skip
     return eng
 
 

@@ -31,41 +31,28 @@ runs its own hostsyncd, all sharing one private etcd cluster (scripts/etcdcluste
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import (
-    REPO,
     Containers,
     DaemonFactory,
     DaemonProcess,
     Networks,
     _test_failed,
+    load_script,
     privengine,
+    started_engine,
     wait_until,
 )
 from faults.conftest import Notify
 
-
-def _load_etcdcluster() -> Any:
-    if "etcdcluster" in sys.modules:
-        return sys.modules["etcdcluster"]
-    spec = importlib.util.spec_from_file_location("etcdcluster", REPO / "scripts/etcdcluster.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["etcdcluster"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-etcdcluster = _load_etcdcluster()
+etcdcluster = load_script("etcdcluster")
 
 LEASE_TTL = 3
 ETCD_TIMEOUT = 2.0
@@ -104,16 +91,7 @@ def _private_engine(node: str) -> Any:
     bridge = os.environ.get(f"HSD_TEST_BRIDGE_{suffix}") or bridge
     cidr = os.environ.get(f"HSD_TEST_CIDR_{suffix}") or cidr
     eng = privengine.PrivateEngine(Path(root), bridge=bridge, cidr=cidr)
-    try:
-        eng.ensure_running()
-        eng.ensure_image()
-    except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-        pytest.fail(
-            f"private Docker engine for node {node} at {root} is unavailable: {exc}\n"
-            f"--- tail of {eng.logfile} ---\n{eng.log_tail()}",
-            pytrace=False,
-        )
-    return eng
+    return started_engine(eng, f"private Docker engine for node {node} at {root}")
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from builders import LINKS as LABEL
+from builders import cid, ctr, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,55 +22,11 @@ from hostsyncd.core.graph import (
     waiting_dependents,
 )
 from hostsyncd.core.model import (
-    COMPOSE_PROJECT,
-    COMPOSE_SERVICE,
     Container,
     Endpoint,
     HostLine,
     LinkSpec,
 )
-
-LABEL = "hostsyncd.links"
-
-
-def cid(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def net(name: str, ipv4: str = "", ipv6: str = "", network_id: str | None = None) -> Endpoint:
-    return Endpoint(
-        network=name,
-        network_id=network_id if network_id is not None else cid("net:" + name),
-        ipv4=ipv4,
-        ipv6=ipv6,
-    )
-
-
-def ctr(
-    name: str,
-    *endpoints: Endpoint,
-    state: str = "running",
-    links: str | None = None,
-    project: str | None = None,
-    service: str | None = None,
-    network_mode: str = "",
-    labels: dict[str, str] | None = None,
-) -> Container:
-    all_labels = dict(labels or {})
-    if links is not None:
-        all_labels[LABEL] = links
-    if project is not None:
-        all_labels[COMPOSE_PROJECT] = project
-    if service is not None:
-        all_labels[COMPOSE_SERVICE] = service
-    return Container(
-        id=cid(name),
-        name=name,
-        state=state,
-        labels=MappingProxyType(all_labels),
-        network_mode=network_mode,
-        endpoints=tuple(endpoints),
-    )
 
 
 def rendered(dep_plan: DependentPlan, **kwargs: Any) -> list[str]:

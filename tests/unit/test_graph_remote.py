@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-from types import MappingProxyType
 from typing import Any
 
 import pytest
+from builders import LINKS as LABEL
+from builders import cid, ctr, net
 
 from hostsyncd.core.graph import (
     GONE,
@@ -18,34 +18,12 @@ from hostsyncd.core.graph import (
     plan_all,
     stopped_targets,
 )
-from hostsyncd.core.model import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, Endpoint
+from hostsyncd.core.model import Container
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.records import parse_record, record_key
 
-LABEL = "hostsyncd.links"
 PREFIX = "/hostsyncd"
 ME = "a"
-
-
-def cid(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def net(name: str, ipv4: str = "", ipv6: str = "") -> Endpoint:
-    return Endpoint(name, cid("net:" + name), ipv4, ipv6)
-
-
-def ctr(name: str, *endpoints: Endpoint, state: str = "running", links: str | None = None,
-        project: str | None = None, service: str | None = None) -> Container:
-    labels: dict[str, str] = {}
-    if links is not None:
-        labels[LABEL] = links
-    if project is not None:
-        labels[COMPOSE_PROJECT] = project
-    if service is not None:
-        labels[COMPOSE_SERVICE] = service
-    return Container(cid(name), name, state, MappingProxyType(labels),
-                     endpoints=tuple(endpoints))
 
 
 def remote(node: str, name: str, ipv4: str = "", ipv6: str = "",

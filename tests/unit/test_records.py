@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from types import MappingProxyType
 
+import builders
 import pytest
+from builders import cid, net
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -27,33 +28,14 @@ from hostsyncd.core.records import (
 PREFIX = "/hostsyncd"
 LABEL = "hostsyncd.publish"
 NODE = "a"
+
 RECORD_KEYS = {"id", "name", "node", "network", "ipv4", "ipv6", "networks"}
 
 
-def cid(name: str) -> str:
-    return hashlib.sha256(name.encode()).hexdigest()
-
-
-def net(name: str, ipv4: str = "", ipv6: str = "") -> Endpoint:
-    return Endpoint(name, cid("net:" + name), ipv4, ipv6)
-
-
-def ctr(
-    name: str,
-    *endpoints: Endpoint,
-    publish: str | None = "true",
-    state: str = "running",
-    network_mode: str = "",
-) -> Container:
-    labels = {} if publish is None else {LABEL: publish}
-    return Container(
-        id=cid(name),
-        name=name,
-        state=state,
-        labels=MappingProxyType(labels),
-        network_mode=network_mode,
-        endpoints=tuple(endpoints),
-    )
+def ctr(name: str, *endpoints: Endpoint, publish: str | None = "true", state: str = "running",
+        network_mode: str = "") -> Container:
+    return builders.ctr(name, *endpoints, state=state, network_mode=network_mode,
+                        labels={} if publish is None else {LABEL: publish})
 
 
 def publish(*containers: Container, advertise: str = "") -> tuple[dict, dict]:
