@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -51,12 +50,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proctools import alive, read_cmdline, reap, wait_gone
+from proctools import alive, locked, read_cmdline, reap, wait_gone
 
 DEFAULT_ROOT = Path("/tmp/hsdetcd")
 DEFAULT_CLIENT_PORT = 23791
@@ -325,15 +323,8 @@ class EtcdCluster:
                 )
             time.sleep(0.05)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._lockfile.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self._lockfile)
 
     # -- lifecycle --------------------------------------------------------------------
 

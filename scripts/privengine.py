@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -52,10 +51,9 @@ import subprocess
 import sys
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from proctools import alive, read_cmdline, wait_gone
+from proctools import alive, locked, read_cmdline, wait_gone
 
 DEFAULT_ROOT = Path("/tmp/hsdtest")
 DEFAULT_BRIDGE = "hsdtest0"
@@ -232,15 +230,8 @@ class PrivateEngine:
 
     # -- lifecycle --------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._lockfile.open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return locked(self._lockfile)
 
     def ensure_running(self, timeout: float = 90) -> None:
         """Reuse an engine that answers; otherwise clean up and start dockerd fresh."""

@@ -7,8 +7,10 @@ them again by pid file and command line, and must tell a live process from a zom
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -50,3 +52,16 @@ def wait_gone(pid: int, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def locked(lockfile: Path) -> Iterator[None]:
+    """Hold an exclusive flock on lockfile: one harness at a time starts or stops a daemon,
+    whichever test run or benchmark asks."""
+    lockfile.parent.mkdir(parents=True, exist_ok=True)
+    with lockfile.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
