@@ -49,6 +49,14 @@ def _unb64(text: str) -> bytes:
     return base64.b64decode(text) if text else b""
 
 
+def _kv_key(kv: dict[str, Any]) -> str:
+    return _unb64(kv.get("key", "")).decode("utf-8", "replace")
+
+
+def _kv_record(prefix: str, kv: dict[str, Any]) -> Container | RecordError:
+    return parse_record(prefix, _kv_key(kv), _unb64(kv.get("value", "")))
+
+
 def prefix_end(prefix: bytes) -> bytes:
     """The range end that covers every key starting with `prefix`."""
     end = bytearray(prefix)
@@ -216,8 +224,7 @@ def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
         _, kvs = client.range(nodes_prefix(config.prefix).encode())
     finally:
         client.close()
-    found = (parse_record(config.prefix, _unb64(kv.get("key", "")).decode("utf-8", "replace"),
-                          _unb64(kv.get("value", ""))) for kv in kvs)
+    found = (_kv_record(config.prefix, kv) for kv in kvs)
     return tuple(c for c in found if isinstance(c, Container))
 
 
@@ -419,7 +426,7 @@ class Cluster:
             _, kvs = client.range(own.encode())
             written = {}
             for kv in kvs:
-                name = _unb64(kv.get("key", "")).decode("utf-8", "replace").removeprefix(own)
+                name = _kv_key(kv).removeprefix(own)
                 if name in desired and int(kv.get("lease", 0)) == lease:
                     written[name] = _unb64(kv.get("value", ""))
                 elif name not in desired:
@@ -479,10 +486,10 @@ class Cluster:
     def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError | None]:
         """A record of another node; None for this node's own (the engine knows them
         better, and their echo must not cost the daemon a pass)."""
-        key = _unb64(kv.get("key", "")).decode("utf-8", "replace")
+        key = _kv_key(kv)
         if key.startswith(self._own_prefix):
             return key, None
-        return key, parse_record(self.config.prefix, key, _unb64(kv.get("value", "")))
+        return key, _kv_record(self.config.prefix, kv)
 
     def _replace_remote(self, kvs: list[dict[str, Any]]) -> None:
         remote: dict[str, Container] = {}
@@ -505,7 +512,7 @@ class Cluster:
             for event in events:
                 kv = event.get("kv", {})
                 if event.get("type") == "DELETE":
-                    key = _unb64(kv.get("key", "")).decode("utf-8", "replace")
+                    key = _kv_key(kv)
                     changed |= self._remote.pop(key, None) is not None
                     changed |= self._rejected.pop(key, None) is not None
                     continue

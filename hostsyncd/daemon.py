@@ -132,10 +132,13 @@ class Daemon:
         self.cluster.wait_loaded(cfg.timeout)
         self._cluster_changed()
 
-    def _cluster_changed(self) -> None:
+    def _cluster_changed(self) -> bool:
+        """Take the cluster's records; True if they changed what links resolve to (a change
+        of health alone only needs the state file rewritten)."""
         assert self.cluster is not None
-        self.reconciler.observed.cluster(self.config.cluster.node, self.cluster.remote_records())
         self.reconciler.problems.set("cluster/records", self.cluster.rejected())
+        return self.reconciler.observed.cluster(self.config.cluster.node,
+                                                self.cluster.remote_records())
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -192,6 +195,7 @@ class Daemon:
         events: list[EngineEvent] = []
         drifted: list[Drift] = []
         early: list[EarlyStart] = []
+        remote_changed = False
         for hint in batch:
             if isinstance(hint, EngineEvent):
                 events.append(hint)
@@ -213,7 +217,7 @@ class Daemon:
                 self.log.warning("file events were lost; resyncing")
                 resync = True
             elif hint is Signal.CLUSTER:
-                self._cluster_changed()
+                remote_changed = self._cluster_changed() or remote_changed
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
         for started in early:
@@ -230,6 +234,9 @@ class Daemon:
             if not self._work_due():
                 return
             self.reconciler.reconcile()
+        elif batch and not remote_changed and all(h is Signal.CLUSTER for h in batch) \
+                and not self._work_due():
+            pass  # the cluster's health alone changed: only the state file says so
         else:
             if need_list and self.engine_link.connected:
                 self.reconciler.refresh()

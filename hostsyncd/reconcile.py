@@ -147,6 +147,7 @@ class Reconciler:
         # The cluster's publish hook, when the cluster is on: this node's records by name.
         self.publisher: Callable[[dict[str, bytes]], None] | None = None
         self._unpublishable: set[str] = set()
+        self._published_from: Snapshot | None = None
 
     # -- inputs -------------------------------------------------------------------------
 
@@ -362,6 +363,9 @@ class Reconciler:
 
     def _publish(self, snapshot: Snapshot) -> None:
         assert self.publisher is not None
+        if snapshot is self._published_from:
+            return  # passes on file writes alone see the same snapshot: nothing to re-encode
+        self._published_from = snapshot
         cluster = self.config.cluster
         records, problems = published(snapshot, cluster.publish_label, cluster.node,
                                       cluster.advertise_network)

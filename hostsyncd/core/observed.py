@@ -34,11 +34,14 @@ class ObservedState:
         self._remote: tuple[Container, ...] = ()
         self._node: str | None = None
 
-    def cluster(self, node: str | None, remote: tuple[Container, ...]) -> None:
-        """Other nodes' published records, as last known; node None: no cluster."""
-        if (node, remote) != (self._node, self._remote):
-            self._node, self._remote = node, remote
-            self._snapshot = None
+    def cluster(self, node: str | None, remote: tuple[Container, ...]) -> bool:
+        """Other nodes' published records, as last known; node None: no cluster. True if
+        that changed anything."""
+        if (node, remote) == (self._node, self._remote):
+            return False
+        self._node, self._remote = node, remote
+        self._snapshot = None
+        return True
 
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
