@@ -315,10 +315,6 @@ class Cluster:
         with self._lock:
             return dict(self._rejected)
 
-    def health(self) -> ClusterHealth:
-        with self._lock:
-            return self._health
-
     def state(self) -> dict[str, Any]:
         with self._lock:
             health = self._health
