@@ -36,6 +36,14 @@ bench: deps venv
 	$(PY) -m pip install -q matplotlib py-spy
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# The churn soak (bench/soak.py): 5,000 create/start/remove cycles of dependents and
+# targets, RSS and the state file checked; about 40 minutes, so not in `make bench` or
+# `make test` (tests/faults/test_churn.py runs 300 of the same cycles). A shorter run:
+# make soak SOAK_ARGS="--cycles 500"
+.PHONY: soak
+soak: deps venv
+	$(PY) bench/soak.py $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -283,3 +287,112 @@ class SocketProxy:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
             src.close()
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds a process used so far (utime + stime, all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+# The AddressWatch's poller, run as a process of its own: a thread of the test's would share
+# the interpreter with the test's docker calls and see gaps of 100 ms and more between reads
+# on a loaded machine.
+_WATCH = r"""
+import json, sys, time
+path, interval, forbidden = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+BEGIN, END = b"# BEGIN hostsyncd", b"# END hostsyncd"
+reads = bad = windows = 0
+longest, since, seen, gaps = 0.0, None, set(), []
+last = time.monotonic()
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+import select
+while not select.select([sys.stdin], [], [], 0)[0]:
+    at = time.monotonic()
+    gaps.append(at - last)
+    last = at
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        data = b""
+    reads += 1
+    ips, inside = set(), False
+    for ln in data.split(b"\n"):
+        if ln.startswith(BEGIN):
+            inside = True
+        elif ln.startswith(END):
+            inside = False
+        elif inside:
+            ips.add(ln.split(b"\t")[0].strip().decode("ascii", "replace"))
+    hit = ips & forbidden
+    if hit:
+        bad += 1
+        seen |= hit
+        if since is None:
+            since, windows = at, windows + 1
+    elif since is not None:
+        longest, since = max(longest, at - since), None
+    time.sleep(interval)
+if since is not None:
+    longest = max(longest, time.monotonic() - since)
+gaps.sort()
+print(json.dumps({"reads": reads, "bad_reads": bad, "windows": windows,
+                  "longest_readable_ms": round(longest * 1000, 3), "forged_seen": sorted(seen),
+                  "gap_p99_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 3),
+                  "gap_max_ms": round(gaps[-1] * 1000, 3),
+                  "gaps_over_5ms": sum(g > 0.005 for g in gaps)}))
+"""
+
+
+class AddressWatch:
+    """Reads a dependent's hosts file every `interval` seconds (the trust rule asks for 5 ms
+    or less), in a process of its own, and measures how long any of `forbidden` was
+    readable in its block: from the first read that showed it to the first read that no
+    longer did (or to stop()). figures() also gives the gaps between reads, so a test can
+    tell a watch that was starved of CPU from a clean one."""
+
+    def __init__(self, path: Path, forbidden: Iterable[str], interval: float = 0.002) -> None:
+        self.path = path
+        self.forbidden = sorted(set(forbidden))
+        self.interval = interval
+        self._proc: subprocess.Popen[str] | None = None
+        self._figures: dict[str, Any] = {}
+
+    def start(self) -> AddressWatch:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WATCH, str(self.path), str(self.interval),
+             *self.forbidden],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":
+            raise AssertionError("the address watch did not start")
+        return self
+
+    def stop(self) -> AddressWatch:
+        if self._proc is None or self._figures:
+            return self
+        out, _ = self._proc.communicate("stop\n", timeout=30)
+        if self._proc.returncode != 0 or not out.strip():
+            raise AssertionError(f"the address watch failed (exit {self._proc.returncode})")
+        self._figures = json.loads(out.strip().splitlines()[-1])
+        return self
+
+    @property
+    def bad_reads(self) -> int:
+        return int(self.figures()["bad_reads"])
+
+    def figures(self) -> dict[str, Any]:
+        if not self._figures:
+            raise AssertionError("figures() before stop()")
+        return dict(self._figures)
+
+def state_of(daemon: Any) -> tuple[dict[str, Any], int]:
+    """(the state file the `daemon` fixture's daemons write, its size in bytes)."""
+    raw = (daemon.tmp / "state.json").read_bytes()
+    return json.loads(raw), len(raw)
