@@ -26,8 +26,9 @@ from hostsyncd.engine import (
     EngineUnavailable,
     EventReader,
 )
+from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
 from hostsyncd.notify import Notifier
-from hostsyncd.reconcile import Drift, EarlyStart, Reconciler
+from hostsyncd.reconcile import Drift, Reconciler
 from hostsyncd.watcher import HostsWatcher
 from hostsyncd.writer import HostsWriter
 
@@ -35,6 +36,9 @@ from hostsyncd.writer import HostsWriter
 STATE_INTERVAL = 1.0
 # An unexpected error is logged with its traceback at most this often per kind.
 ERROR_REPEAT_INTERVAL = 60.0
+# How many kinds of unexpected error are remembered for that (their text may name
+# containers, so the memory of them is bounded too).
+ERROR_KINDS = 64
 
 
 class Signal(Enum):
@@ -75,6 +79,7 @@ class Daemon:
         self._state_dirty = True
         self._errors: dict[str, tuple[float, int]] = {}
         self._watcher: HostsWatcher | None = None
+        self.fastpath: StartFastPath | None = None
         self.cluster: Cluster | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -89,10 +94,17 @@ class Daemon:
         )
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
                       containers_root=str(self.config.docker.containers_root))
+        # The fast path asks the engine on a thread of its own, with a connection of its own.
+        fast_engine = Engine(self.config.docker.url, min(self.config.docker.api_timeout, 2.0))
+        self.fastpath = StartFastPath(self.reconciler.writer, fast_engine.network_members,
+                                      self.hints.put)
+        self.reconciler.fastpath = self.fastpath
         self.reconciler.watch = watcher.watch_only
         self._watcher = watcher
+        self._load_kept()
         if self.config.cluster.enabled:
             self._start_cluster()
+        self.fastpath.start()
         watcher.start()
         reader.start()
         try:
@@ -101,6 +113,8 @@ class Daemon:
             self.notifier.stopping()
             reader.stop()
             watcher.stop()
+            self.fastpath.stop()
+            fast_engine.close()
             if self.cluster is not None:
                 self.cluster.stop()
             self.reconciler.engine.close()
@@ -108,16 +122,19 @@ class Daemon:
         return 0
 
     def _file_written(self, container_id: str, closed: bool) -> None:
-        """On the watcher's thread. A target's start is written to its dependents right
-        here (see `Reconciler.file_written`); the hints go after that write, so the pass
-        they bring comes after it too."""
-        hints: list[object]
-        try:
-            hints = list(self.reconciler.file_written(container_id, closed))
-        except Exception as exc:  # noqa: BLE001 - the watcher's thread must not die of a bug
-            hints = [exc, Drift(container_id, closed)]
-        for hint in hints:
-            self.hints.put(hint)
+        """On the watcher's thread: a stopped target's file is the fast path's trigger;
+        any other is a dependent's file someone wrote."""
+        assert self.fastpath is not None
+        if not self.fastpath.trigger(container_id):
+            self.hints.put(Drift(container_id, closed))
+
+    def _load_kept(self) -> None:
+        """Keep mode starts from what the last daemon kept: the engine's word, in our own
+        state file (never from the hosts files, which the containers write)."""
+        if self.config.links.on_target_stop != "keep":
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self.reconciler.kept = state.kept_from(state.read(self.config.daemon.state_file))
 
     def _start_cluster(self) -> None:
         cfg = self.config.cluster
@@ -170,12 +187,18 @@ class Daemon:
         state write alone must not cost a pass over every dependent."""
         now = time.monotonic()
         retry = self.reconciler.retry_due
-        return now >= self._next_resync or (retry is not None and now >= retry)
+        return now >= self._resync_due() or (retry is not None and now >= retry)
+
+    def _resync_due(self) -> float:
+        """When the next resync is due. Never while the engine is away: there is nothing to
+        list, and a deadline that stays in the past would make the loop spin. The engine's
+        return (Connected) brings a resync of its own."""
+        return self._next_resync if self.engine_link.connected else float("inf")
 
     def _next_batch(self) -> list[object]:
         """Block until a hint or a timer is due, then take everything already queued, so a
         burst of events costs one pass."""
-        due = min(self._next_resync, self._next_ping if self.notifier.watchdog_interval
+        due = min(self._resync_due(), self._next_ping if self.notifier.watchdog_interval
                   else float("inf"))
         if self._state_dirty:
             due = min(due, self._next_state)
@@ -183,7 +206,8 @@ class Daemon:
             due = min(due, self.reconciler.retry_due)
         batch: list[object] = []
         with contextlib.suppress(queue.Empty):
-            batch.append(self.hints.get(timeout=max(0.0, due - time.monotonic())))
+            timeout = None if due == float("inf") else max(0.0, due - time.monotonic())
+            batch.append(self.hints.get(timeout=timeout))
         while True:
             try:
                 batch.append(self.hints.get_nowait())
@@ -191,10 +215,13 @@ class Daemon:
                 return batch
 
     def _handle(self, batch: list[object]) -> None:
+        """A pass when something about the containers may have changed; otherwise only a
+        repair of the files that are due (someone wrote them, or a retry)."""
         resync = time.monotonic() >= self._next_resync
         events: list[EngineEvent] = []
         drifted: list[Drift] = []
         early: list[EarlyStart] = []
+        forged: list[ForgedEntry] = []
         remote_changed = False
         for hint in batch:
             if isinstance(hint, EngineEvent):
@@ -203,6 +230,8 @@ class Daemon:
                 drifted.append(hint)
             elif isinstance(hint, EarlyStart):
                 early.append(hint)
+            elif isinstance(hint, ForgedEntry):
+                forged.append(hint)
             elif isinstance(hint, Exception):
                 self._unexpected(hint)
             elif isinstance(hint, Connected):
@@ -225,22 +254,19 @@ class Daemon:
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
         need_list = self.reconciler.apply_events(events) if events else False
-        drift_needs_pass = self.reconciler.drifted(drifted)
+        self.reconciler.drifted(drifted)
         if resync:
             self._full_resync()
-        elif drifted and len(drifted) == len(batch) and not drift_needs_pass:
-            # Only file writes that change nothing yet (a writer still at work): keep the
-            # loop free for the write that matters.
-            if not self._work_due():
-                return
-            self.reconciler.reconcile()
-        elif batch and not remote_changed and all(h is Signal.CLUSTER for h in batch) \
-                and not self._work_due():
-            pass  # the cluster's health alone changed: only the state file says so
-        else:
+        elif events or early or remote_changed:
             if need_list and self.engine_link.connected:
                 self.reconciler.refresh()
             self.reconciler.reconcile()
+        else:
+            # File writes, a retry, or the cluster's health alone: no engine fact changed,
+            # so the plans stand. Only the files that are due are looked at.
+            self.reconciler.repair()
+        for found in forged:
+            self.reconciler.forged(found)
         self._state_dirty = True
 
     def _full_resync(self) -> None:
@@ -329,6 +355,7 @@ class Daemon:
             ],
             "cluster": self.cluster.state() if self.cluster is not None else {"enabled": False},
             "recent_errors": list(rec.problems.recent),
+            "kept": state.kept_view(rec.kept),
         }
 
     # -- engine connection ----------------------------------------------------------------
@@ -381,6 +408,9 @@ class Daemon:
         if now - last < ERROR_REPEAT_INTERVAL:
             self._errors[key] = (last, suppressed + 1)
             return
+        self._errors.pop(key, None)
+        if len(self._errors) >= ERROR_KINDS:
+            del self._errors[next(iter(self._errors))]  # the oldest
         self._errors[key] = (now, 0)
         self.log.error("unexpected error; carrying on", error=key, repeated=suppressed,
                        exc_info=exc)

@@ -81,21 +81,32 @@ class Engine:
 
     def network_endpoint(self, network_id: str, container_id: str) -> tuple[str, Endpoint] | None:
         """(container name, endpoint) as the network sees it now, which the list may not yet."""
+        return self.network_members(network_id).get(container_id)
+
+    def network_members(self, network_id: str) -> dict[str, tuple[str, Endpoint]]:
+        """Every container on the network as the network sees it now: id -> (name,
+        endpoint). The start fast path's word on an address; one call answers for every
+        target on the network."""
         self.calls += 1
         try:
             raw = self.client.inspect_network(network_id)
         except docker.errors.NotFound:
-            return None
-        entry = (raw.get("Containers") or {}).get(container_id)
-        if not entry:
-            return None
-        endpoint = Endpoint(
-            network=str(raw.get("Name") or ""),
-            network_id=str(raw.get("Id") or network_id),
-            ipv4=_strip_prefix(entry.get("IPv4Address")),
-            ipv6=_strip_prefix(entry.get("IPv6Address")),
-        )
-        return str(entry.get("Name") or ""), endpoint
+            return {}
+        name = str(raw.get("Name") or "")
+        net_id = str(raw.get("Id") or network_id)
+        members = {}
+        for cid, entry in (raw.get("Containers") or {}).items():
+            # Endpoints not yet joined to a sandbox show as "ep-<endpoint id>".
+            if not isinstance(entry, Mapping) or cid.startswith("ep-"):
+                continue
+            endpoint = Endpoint(
+                network=name,
+                network_id=net_id,
+                ipv4=_strip_prefix(entry.get("IPv4Address")),
+                ipv6=_strip_prefix(entry.get("IPv6Address")),
+            )
+            members[str(cid)] = (str(entry.get("Name") or ""), endpoint)
+        return members
 
     def events(self) -> EventStream:
         """Subscribe now; iterate the result to read. Events before this call are not seen."""

@@ -46,8 +46,9 @@ class ProblemLog:
     def forget(self, subject: str) -> None:
         self._active.pop(subject, None)
 
-    def active(self) -> dict[str, dict[str, str]]:
-        return {subject: dict(found) for subject, found in self._active.items()}
+    def subjects(self) -> set[str]:
+        """The containers (by id) that some problem is about now."""
+        return {s.partition("/")[0] for s in self._active if len(s.partition("/")[0]) == 64}
 
     def note_error(self, message: str, **fields: Any) -> None:
         """Remember an error that was logged elsewhere."""

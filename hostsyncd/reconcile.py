@@ -1,10 +1,21 @@
 """Turn hints into writes: recompute what every dependent's file should hold, write the ones
-that differ. Events only say *that* something changed; the snapshot says what is true."""
+that differ. Events only say *that* something changed; the snapshot says what is true.
+
+Two costs, kept apart: a *pass* re-plans every dependent from the snapshot (after engine
+events, at resync); a *repair* only re-applies the plans already made to the files that
+are due (a file someone wrote, a retry). A container rewriting its own file therefore never
+costs the fleet a pass, and one that keeps doing it is backed off on its own.
+
+Every field logged or kept about a write carries only lines hostsyncd rendered, cut at
+MAX_FIELD_BYTES, plus a count of whatever else was removed: the file is the container's,
+and nothing it writes is copied into logs, the state file or memory.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,21 +26,16 @@ from hostsyncd.core.graph import (
     Resolution,
     Snapshot,
     plan_all,
-    replan_started,
     waiting_dependents,
 )
-from hostsyncd.core.hostsblock import (
-    block_lines,
-    merge,
-    own_addresses,
-    render_block,
-    strip_block,
-)
-from hostsyncd.core.model import Endpoint
+from hostsyncd.core.hostsblock import block_lines, merge, render_block, strip_block
+from hostsyncd.core.model import HostLine
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.records import published
 from hostsyncd.engine import Engine, EngineEvent
+from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
+from hostsyncd.state import LastWrite
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
 # Seconds before a file that was being rewritten by someone else is looked at again.
@@ -41,6 +47,21 @@ QUIET = 0.1
 RACE_RETRIES = 10
 # Problems that are routine while containers come and go: said at info, not as warnings.
 _ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED)
+# The most bytes of lines one logged or kept field carries.
+MAX_FIELD_BYTES = 4096
+# A dependent whose block had to be put back this often within FIGHT_WINDOW seconds, with
+# no engine event to explain it, is fighting us: from then on its file is repaired at a
+# falling rate (FIGHT_FIRST_BACKOFF doubling up to FIGHT_MAX_BACKOFF), and not watched.
+FIGHT_REPAIRS = 5
+FIGHT_WINDOW = 10.0
+FIGHT_FIRST_BACKOFF = 0.5
+FIGHT_MAX_BACKOFF = 30.0
+# Seconds a suspected forgery waits for the engine to report a start before it is said.
+FORGED_GRACE = 1.0
+# Per-container subjects of the problem log, all forgotten when the container goes.
+_SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish")
+
+Kept = dict[str, tuple[HostLine, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,50 +77,16 @@ class Drift:
     closed: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class FastWrite:
-    """One dependent's file, written by the start fast path."""
-
-    plan: DependentPlan
-    result: WriteResult
-    overflow: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class EarlyStart:
-    """The start fast path read a stopped target's new address from Docker's rebuild of its
-    hosts file, on the watcher's thread, and wrote it to the dependents waiting for it. For
-    the loop to believe as it would its own read of the rebuild, and to log and count."""
-
-    target_id: str
-    name: str
-    endpoint: Endpoint
-    writes: tuple[FastWrite, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiting:
-    """What the start fast path works from. Built by the loop's pass and published as one
-    reference, so the watcher's thread never sees the loop's state half-changed."""
-
-    snapshot: Snapshot
-    dependents: dict[str, list[DependentPlan]]  # stopped target id -> its waiting dependents
-    own_when_stopped: dict[str, tuple[str, str]]  # see Reconciler._own_when_stopped
-    label: str
-    keep: bool
-
-
-@dataclass(slots=True)
-class LastWrite:
-    at: float
-    added: list[str]
-    removed: list[str]
-
-
 @dataclass(slots=True)
 class PassResult:
     written: int = 0
     failed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Fight:
+    repairs: deque[float] = field(default_factory=lambda: deque(maxlen=FIGHT_REPAIRS))
+    backoff: float = 0.0  # 0: not fighting
 
 
 class Reconciler:
@@ -126,24 +113,18 @@ class Reconciler:
         self.writes = 0
         self.write_errors = 0
         self._applied: dict[str, tuple[Resolution, ...]] = {}
-        self._dirty: set[str] = set()
+        # The one work queue: dependent id -> when its file is next looked at.
+        self._due: dict[str, float] = {}
+        # Dependents queued only because their file was written (no event to explain it).
+        self._drifted: set[str] = set()
         self._races: dict[str, int] = {}
-        # Dependents whose file someone is writing without having closed it: when we saw it.
-        self._writing: dict[str, float] = {}
+        self._fights: dict[str, _Fight] = {}
+        # Stopped targets whose file held an own entry the engine did not confirm.
+        self._suspects: dict[str, tuple[ForgedEntry, float]] = {}
         self.retry_due: float | None = None
-        # The own entry in each waiting target's file when a pass first found it stopped.
-        # Its processes are gone by then, so a different own entry later is Docker's
-        # rebuild at start, even when the watcher's thread got to the file only after both
-        # halves of the rebuild (as happens on a loaded machine).
-        self._own_when_stopped: dict[str, tuple[str, str]] = {}
-        self._waiting: _Waiting | None = None  # published for the watcher's thread
-        # Only the watcher's thread touches these (see `file_written`): the stopped targets
-        # whose file was seen without its own entry, the first half of Docker's rebuild;
-        # the own entry each start was written with, so the rest of the same rebuild is
-        # not written again; the published state they were pruned against.
-        self._rebuild_seen: set[str] = set()
-        self._started_with: dict[str, tuple[str, str]] = {}
-        self._seen_under: _Waiting | None = None
+        # Keep mode: per dependent, per alias, the lines the engine last gave.
+        self.kept: dict[str, Kept] = {}
+        self.fastpath: StartFastPath | None = None
         # The cluster's publish hook, when the cluster is on: this node's records by name.
         self.publisher: Callable[[dict[str, bytes]], None] | None = None
         self._unpublishable: set[str] = set()
@@ -171,10 +152,10 @@ class Reconciler:
                     self.observed.connected(event.container_id, found[0], found[1], now)
                 else:
                     need_list = True
-                self._dirty.add(event.container_id)
+                self._queue(event.container_id, now)
             elif event.type == "network" and event.action == "disconnect":
                 self.observed.disconnected(event.container_id, event.network_id, now)
-                self._dirty.add(event.container_id)
+                self._queue(event.container_id, now)
                 need_list = True
             elif event.action in ("die", "destroy"):
                 # Drop the lines now, before the freed address can go to someone else.
@@ -182,184 +163,178 @@ class Reconciler:
                 need_list = True
             else:
                 if event.action == "start":
-                    self._dirty.add(event.container_id)
+                    self._queue(event.container_id, now)
                 need_list = True
         return need_list
 
-    def drifted(self, drifts: Iterable[Drift]) -> bool:
-        """Dependents' hosts files were written. Each gets checked for our block once its
-        writer is done (closed the file, or went quiet). True if a pass is needed now.
-        (Stopped targets' files are the watcher thread's: see `file_written`.)"""
+    def drifted(self, drifts: Iterable[Drift]) -> None:
+        """Dependents' hosts files were written. Each is checked for our block once its
+        writer is done: it closed the file, or went quiet for QUIET seconds. A fighting
+        dependent keeps the time its backoff gave it."""
         now = self.clock()
-        needed = False
         for drift in drifts:
             cid = drift.container_id
-            if cid in self.plans:
-                if drift.closed:
-                    self._writing.pop(cid, None)
-                    self._dirty.add(cid)
-                    needed = True
-                else:
-                    self._writing[cid] = now
-                    self._retry_soon_only(now + QUIET)
-        return needed
-
-    def file_written(self, container_id: str, closed: bool) -> list[Drift | EarlyStart]:
-        """On the watcher's thread, for every write of a watched file: the hints for the
-        loop. A dependent's file gets a Drift. A stopped target's file is this thread's
-        alone: the loop reading it too would only compete for the interpreter at the moment
-        the new address must go out, and could take a watch away from under the last
-        event of Docker's rebuild. See `started_early`."""
-        waiting = self._waiting
-        if waiting is None or container_id not in waiting.dependents:
-            return [Drift(container_id, closed)]
-        if waiting is not self._seen_under:  # a pass since: forget targets that started
-            self._seen_under = waiting
-            self._rebuild_seen &= waiting.dependents.keys()
-            for gone in self._started_with.keys() - waiting.dependents.keys():
-                del self._started_with[gone]
-        early = self.started_early(waiting, container_id)
-        return [early] if early is not None else []
-
-    def started_early(self, waiting: _Waiting, container_id: str) -> EarlyStart | None:
-        """If this write of a stopped target's file is Docker finishing the rebuild of the
-        file at the target's start, write the target's new address into the files of the
-        dependents waiting for it, at once.
-
-        Docker rebuilds a container's hosts file when it starts, first without and then
-        with the container's own entry, about a millisecond after it writes `--link` files
-        and a few before the connect event (when the network can be inspected). A stopped
-        container runs no process that could write the file, so once the rebuild has been
-        seen to begin, or the own entry differs from the one the file held when the target
-        was found stopped, the own entry is Docker's word. Only single-network targets
-        qualify: the entry does not say which network the address is on.
-
-        This skips the hop to the loop and the loop's pass over every dependent. It works
-        only from what the last pass published and touches nothing of the loop's; the loop
-        takes the EarlyStart it returns as its own read of the start (so its next pass
-        agrees with these writes instead of undoing them), and that pass has the last word.
-        """
-        dependents = waiting.dependents.get(container_id)
-        target = waiting.snapshot.by_id.get(container_id)
-        if not dependents or target is None or len(target.endpoints) != 1:
-            # Only single-network targets: the own entry does not say which network it is on.
-            self._rebuild_seen.discard(container_id)
-            return None
-        try:
-            content = self.writer.read(container_id)
-        except HostsFileError:
-            return None
-        own = own_addresses(content, container_id[:12])
-        if not any(own):
-            self._rebuild_seen.add(container_id)
-            self._started_with.pop(container_id, None)  # a new rebuild: a new start
-            return None
-        before = waiting.own_when_stopped.get(container_id)
-        if container_id not in self._rebuild_seen and (before is None or own == before):
-            return None
-        if self._started_with.get(container_id) == own:
-            return None  # the rest of the same rebuild
-        self._rebuild_seen.discard(container_id)
-        self._started_with[container_id] = own
-        network = target.endpoints[0]
-        endpoint = Endpoint(network.network, network.network_id, own[0], own[1])
-        limit = self.writer.max_bytes
-        out = []
-        for plan in replan_started(waiting.snapshot, target, endpoint, dependents,
-                                   waiting.label):
-            overflow: list[int] = []
-            try:
-                result = self.writer.update(plan.dependent.id,
-                                            _transform(plan, waiting.keep, limit, overflow),
-                                            expect_change=True)
-            except HostsFileError:
-                continue  # the loop's pass tries again, and reports it
-            out.append(FastWrite(plan, result, tuple(overflow)))
-        return EarlyStart(container_id, target.name, endpoint, tuple(out))
+            if cid not in self.plans or self._fighting(cid):
+                continue
+            due = now if drift.closed else now + QUIET
+            if cid not in self._due:
+                self._drifted.add(cid)
+                self._due[cid] = due
+            elif cid in self._drifted:
+                self._due[cid] = due if drift.closed else max(self._due[cid], due)
 
     def started(self, early: EarlyStart) -> None:
-        """On the loop: what `started_early` read and wrote. The next pass checks those files
-        against the loop's own, newer plans."""
-        self.observed.connected(early.target_id, early.name, early.endpoint, self.clock())
-        self.log.debug("address from Docker's hosts rebuild", container_id=early.target_id,
-                       ipv4=early.endpoint.ipv4, ipv6=early.endpoint.ipv6, early=True)
+        """On the loop: what the start fast path asked the engine and wrote. The next pass
+        checks those files against the loop's own, newer plans."""
+        now = self.clock()
+        for endpoint in early.endpoints:
+            self.observed.connected(early.target_id, early.name, endpoint, now)
+        self.log.debug("target started (engine asked on its hosts file's rebuild)",
+                       container_id=early.target_id, container_name=early.name,
+                       ipv4=[ep.ipv4 for ep in early.endpoints],
+                       ipv6=[ep.ipv6 for ep in early.endpoints])
         for write in early.writes:
-            self._dirty.add(write.plan.dependent.id)
+            self._queue(write.plan.dependent.id, now)
             if write.result.changed:
                 self.writes += 1
-            self._report_write(write.plan, write.result, list(write.overflow),
-                               self.writer.max_bytes)
+            self._report_write(write.plan, write.result, [])
+
+    def forged(self, found: ForgedEntry) -> None:
+        """A stopped target's file holds an own entry the engine did not give it. Said only
+        if the target has still not started FORGED_GRACE seconds later: on a loaded machine
+        the engine can list a real start later than the fast path asks."""
+        if found.target_id not in self._suspects:
+            self._suspects[found.target_id] = (found, self.clock() + FORGED_GRACE)
+            self.retry_due = min(self.retry_due or float("inf"), self.clock() + FORGED_GRACE)
+
+    def _report_forged(self, now: float) -> None:
+        snapshot = self.observed.snapshot()
+        for cid, (found, due) in list(self._suspects.items()):
+            if due > now:
+                continue
+            del self._suspects[cid]
+            target = snapshot.by_id.get(cid)
+            if target is None or target.has_address:
+                continue  # removed, or it was a start after all
+            self.problems.add(
+                f"{cid}/forged", "entry",
+                "forged entry in a stopped target's hosts file; not used (addresses come "
+                "from the engine only)",
+                container_name=found.name, container_id=cid, address=found.address,
+                shared_with=list(found.shared_with),
+            )
 
     @property
     def watched(self) -> set[str]:
-        """The hosts files whose writes are hints: dependents' and stopped targets'."""
-        return self.plans.keys() | self.stopped_targets
+        """The hosts files whose writes are hints: dependents' (less those fighting us, which
+        are repaired on a timer instead) and stopped targets' (the fast path's triggers)."""
+        return (self.plans.keys() - self._fighting_now()) | self.stopped_targets
 
     # -- the pass -----------------------------------------------------------------------
 
     def reconcile(self, verify_all: bool = False) -> PassResult:
-        """Bring every live dependent's file to its plan; touch only what may differ."""
+        """Re-plan every dependent from the snapshot; write those whose plan changed and
+        those that are due (all of them with verify_all)."""
         snapshot = self.observed.snapshot()
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
         plans = plan_all(snapshot, self.config.links.label)
-        result = PassResult()
-        for stopped in self.plans.keys() - plans.keys():
-            self._applied.pop(stopped, None)
-            self._races.pop(stopped, None)
-            self._writing.pop(stopped, None)
-            if stopped not in snapshot.by_id:
-                # Only a removed container forgets what was said about it: a restart must
-                # not repeat the same warnings.
-                for kind in ("links", "file", "waiting"):
-                    self.problems.forget(f"{stopped}/{kind}")
+        self._forget(snapshot, plans)
         self.plans = plans
+        if self.config.links.on_target_stop == "keep":
+            for cid, plan in plans.items():
+                self.kept[cid] = plan.kept_lines(self.kept.get(cid))
         waiting = waiting_dependents(snapshot, plans.values())
         self.stopped_targets = set(waiting)
-        self._note_own_entries(self.stopped_targets)
-        self._waiting = _Waiting(snapshot, waiting, dict(self._own_when_stopped),
-                                 self.config.links.label,
-                                 self.config.links.on_target_stop == "keep")
+        if self.fastpath is not None:
+            self.fastpath.arm(Waiting(snapshot, waiting, self.config.links.label,
+                                      self._transform_for))
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
-        dirty, self._dirty = self._dirty, set()
-        self.retry_due = None
         now = self.clock()
-        for cid, since in list(self._writing.items()):
-            if now - since >= QUIET:  # the writer went quiet without closing: look now
-                del self._writing[cid]
-                dirty.add(cid)
-            else:
-                self._retry_soon_only(since + QUIET)
-        reports: list[Callable[[], None]] = []
-        for cid, plan in plans.items():
-            changed = self._applied.get(cid) != plan.links
-            if verify_all or cid in dirty or changed:
-                outcome = self._write(plan, reports, expect_change=changed and cid not in dirty)
-                if outcome is True:
-                    result.written += 1
-                elif outcome is None:
-                    result.failed.append(cid)
-                    self._retry_soon(cid, self.config.sync.retry_interval)
-        # Logged after all the writes: with many dependents of one target, the last file
-        # must not wait for the log lines of all the others.
-        for report in reports:
-            report()
+        chosen = [
+            cid for cid, plan in plans.items()
+            if verify_all or self._applied.get(cid) != plan.links
+            or self._due.get(cid, float("inf")) <= now
+        ]
+        result = self._apply(chosen, now)
         for plan in plans.values():
             self._report_links(plan)
         return result
 
-    def _note_own_entries(self, stopped: set[str]) -> None:
-        for gone in self._own_when_stopped.keys() - stopped:
-            del self._own_when_stopped[gone]
-        for cid in stopped - self._own_when_stopped.keys():
-            try:
-                content = self.writer.read(cid)
-            except HostsFileError:
+    def repair(self) -> PassResult:
+        """Without a pass: bring the files that are due back to the plans already made."""
+        now = self.clock()
+        return self._apply([cid for cid, due in self._due.items() if due <= now], now)
+
+    def _apply(self, chosen: list[str], now: float) -> PassResult:
+        result = PassResult()
+        reports: list[Callable[[], None]] = []
+        fighting = self._fighting_now()
+        for cid in chosen:
+            plan = self.plans.get(cid)
+            self._due.pop(cid, None)
+            drifted = cid in self._drifted
+            self._drifted.discard(cid)
+            if plan is None:
                 continue
-            # An empty file may be a rewrite by Docker caught halfway: no baseline then.
-            if content:
-                self._own_when_stopped[cid] = own_addresses(content, cid[:12])
+            changed = self._applied.get(cid) != plan.links
+            outcome = self._write(plan, reports, expect_change=changed and not drifted)
+            if outcome is True:
+                result.written += 1
+                if drifted and not changed:
+                    self._count_repair(plan, now, reports)
+            elif outcome is False and drifted and self._fighting(cid):
+                self._calmed(plan, reports)
+            elif outcome is None:
+                result.failed.append(cid)
+                self._queue(cid, now + self.config.sync.retry_interval)
+            if self._fighting(cid) and cid not in self._due:
+                # Repaired on a timer from now on: its writes are not watched.
+                self._due[cid] = now + self._fights[cid].backoff
+                self._drifted.add(cid)
+        self._report_forged(now)
+        dues = [*self._due.values(), *(due for _, due in self._suspects.values())]
+        self.retry_due = min(dues, default=None)
+        if self._fighting_now() != fighting:
+            self.watch(self.watched)  # a fight began or ended
+        # Logged after all the writes: with many dependents of one target, the last file
+        # must not wait for the log lines of all the others.
+        for report in reports:
+            report()
+        return result
+
+    def _queue(self, cid: str, due: float) -> None:
+        """Look at this dependent's file at `due` (or sooner, if already queued sooner)."""
+        self._drifted.discard(cid)
+        self._due[cid] = min(due, self._due.get(cid, due))
+        self.retry_due = min(self._due.values())
+
+    def _forget(self, snapshot: Snapshot, plans: Mapping[str, DependentPlan]) -> None:
+        """Drop what was kept about dependents that stopped, and about containers that went:
+        everything kept per container goes with it."""
+        for stopped in self.plans.keys() - plans.keys():
+            self._applied.pop(stopped, None)
+            self._races.pop(stopped, None)
+            self._due.pop(stopped, None)
+            self._drifted.discard(stopped)
+            self._fights.pop(stopped, None)
+        for gone in self._suspects.keys() - snapshot.by_id.keys():
+            del self._suspects[gone]
+        for store in (self.kept, self.last_write):
+            for gone in store.keys() - snapshot.by_id.keys():
+                del store[gone]
+        for cid in list(self.problems.subjects()):
+            if cid not in snapshot.by_id:
+                # Only a removed container forgets what was said about it: a restart must
+                # not repeat the same warnings.
+                for kind in _SUBJECTS:
+                    self.problems.forget(f"{cid}/{kind}")
+
+    def _transform_for(self, plan: DependentPlan) -> Callable[[bytes], bytes]:
+        keep = self.config.links.on_target_stop == "keep"
+        return _transform(plan, keep, self.kept.get(plan.dependent.id), self.writer.max_bytes,
+                          [])
 
     def _publish(self, snapshot: Snapshot) -> None:
         assert self.publisher is not None
@@ -378,13 +353,6 @@ class Reconciler:
                               container_name=container.name, container_id=cid)
         self._unpublishable = set(problems)
 
-    def _retry_soon(self, container_id: str, delay: float) -> None:
-        self._dirty.add(container_id)
-        self._retry_soon_only(self.clock() + delay)
-
-    def _retry_soon_only(self, due: float) -> None:
-        self.retry_due = due if self.retry_due is None else min(self.retry_due, due)
-
     def _write(
         self, plan: DependentPlan, reports: list[Callable[[], None]], expect_change: bool
     ) -> bool | None:
@@ -397,8 +365,9 @@ class Reconciler:
         overflow: list[int] = []
         try:
             patient = self._races.get(dep.id, 0) < RACE_RETRIES
-            result = self.writer.update(dep.id, _transform(plan, keep, limit, overflow),
-                                        defer_empty=patient, expect_change=expect_change)
+            transform = _transform(plan, keep, self.kept.get(dep.id), limit, overflow)
+            result = self.writer.update(dep.id, transform, defer_empty=patient,
+                                        expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
@@ -407,12 +376,12 @@ class Reconciler:
             reports.append(lambda: self.problems.add(
                 f"{dep.id}/file", "write", reason, level="error", **fields))
             return None
-        reports.append(lambda: self._report_write(plan, result, overflow, limit))
+        reports.append(lambda: self._report_write(plan, result, overflow))
         if result.raced:
             # Docker (or someone) was rewriting the file at the same moment: look again
             # shortly rather than build on a half-written file.
             self._races[dep.id] = self._races.get(dep.id, 0) + 1
-            self._retry_soon(dep.id, RACE_RETRY)
+            self._queue(dep.id, self.clock() + RACE_RETRY)
         else:
             self._races.pop(dep.id, None)
             self._applied[dep.id] = plan.links
@@ -421,9 +390,44 @@ class Reconciler:
         self.writes += 1
         return True
 
-    def _report_write(
-        self, plan: DependentPlan, result: WriteResult, overflow: list[int], limit: int
-    ) -> None:
+    # -- a container fighting us --------------------------------------------------------
+
+    def _fighting_now(self) -> set[str]:
+        return {cid for cid, fight in self._fights.items() if fight.backoff}
+
+    def _fighting(self, cid: str) -> bool:
+        fight = self._fights.get(cid)
+        return fight is not None and fight.backoff > 0
+
+    def _count_repair(self, plan: DependentPlan, now: float,
+                      reports: list[Callable[[], None]]) -> None:
+        """Our block was put back after someone else's write. Often: back off."""
+        cid = plan.dependent.id
+        fight = self._fights.setdefault(cid, _Fight())
+        if fight.backoff:
+            fight.backoff = min(fight.backoff * 2, FIGHT_MAX_BACKOFF)
+            return
+        fight.repairs.append(now)
+        if len(fight.repairs) == FIGHT_REPAIRS and now - fight.repairs[0] <= FIGHT_WINDOW:
+            fight.backoff = FIGHT_FIRST_BACKOFF
+            dep = plan.dependent
+            reports.append(lambda: self.problems.add(
+                f"{cid}/fight", "fight",
+                f"container keeps rewriting its hosts file; its block is put back at most "
+                f"every {FIGHT_MAX_BACKOFF:g} s from now on, and its writes are not watched",
+                container_name=dep.name, container_id=cid))
+
+    def _calmed(self, plan: DependentPlan, reports: list[Callable[[], None]]) -> None:
+        """A backed-off dependent's file was found as we left it: it stopped fighting."""
+        dep = plan.dependent
+        del self._fights[dep.id]
+        reports.append(lambda: self.problems.clear(
+            f"{dep.id}/fight", "fight", container_name=dep.name, container_id=dep.id))
+
+    # -- reports ------------------------------------------------------------------------
+
+    def _report_write(self, plan: DependentPlan, result: WriteResult,
+                      overflow: list[int]) -> None:
         dep = plan.dependent
         fields = {"container_name": dep.name, "container_id": dep.id}
         self.problems.clear(f"{dep.id}/file", "write", **fields)
@@ -431,7 +435,8 @@ class Reconciler:
             self.problems.add(
                 f"{dep.id}/file", "size",
                 f"hosts file would grow to {overflow[-1]} bytes with the block, over "
-                f"max_hosts_bytes ({limit}); block left out", level="error", **fields,
+                f"max_hosts_bytes ({self.writer.max_bytes}); block left out", level="error",
+                **fields,
             )
         else:
             self.problems.clear(f"{dep.id}/file", "size", **fields)
@@ -440,9 +445,11 @@ class Reconciler:
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
                               **fields)
         if result.changed:
-            added, removed = _diff(block_lines(result.before), block_lines(result.after))
-            self.last_write[dep.id] = LastWrite(time.time(), added, removed)
-            self.log.info("hosts file updated", added=added, removed=removed, **fields)
+            added, removed, foreign = changes(plan, result.before, result.after)
+            self.last_write[dep.id] = LastWrite(time.time(), added, removed, foreign)
+            extra = {"foreign_removed": foreign} if foreign else {}
+            self.log.info("hosts file updated", added=added, removed=removed, **extra,
+                          **fields)
 
     def _report_links(self, plan: DependentPlan) -> None:
         dep = plan.dependent
@@ -461,12 +468,13 @@ class Reconciler:
 
 
 def _transform(
-    plan: DependentPlan, keep: bool, limit: int, overflow: list[int]
+    plan: DependentPlan, keep: bool, kept: Kept | None, limit: int, overflow: list[int]
 ) -> Callable[[bytes], bytes]:
     """The file's new content from its current one; a size past `limit` goes to overflow."""
+    block = render_block(plan.lines(keep, kept))
 
     def transform(before: bytes) -> bytes:
-        after = merge(before, render_block(plan.lines(keep, block_lines(before))))
+        after = merge(before, block)
         if len(after) <= limit:
             return after
         # The block does not fit under the read limit: a file we wrote past it could
@@ -487,8 +495,38 @@ def _untidy(content: bytes) -> bool:
     return False
 
 
-def _diff(before: list[bytes], after: list[bytes]) -> tuple[list[str], list[str]]:
-    old, new = set(before), set(after)
-    def text(lines: list[bytes], other: set[bytes]) -> list[str]:
-        return [ln.decode("ascii", "replace") for ln in lines if ln not in other]
-    return text(after, old), text(before, new)
+def changes(plan: DependentPlan, before: bytes, after: bytes) -> tuple[list[str], list[str], int]:
+    """(lines added, lines of ours removed, count of other lines removed) between two
+    versions of a file's block.
+
+    The block after a write is all ours. What it held before is whatever was in the
+    file: only lines naming one of the plan's aliases first can be ours, and anything
+    else (a container's junk, however much) is only counted. Each list is cut at
+    MAX_FIELD_BYTES, with a last entry saying how many lines were left out.
+    """
+    old, new = block_lines(before), block_lines(after)
+    old_set, new_set = set(old), set(new)
+    aliases = {link.spec.alias.encode("ascii") for link in plan.links}
+    removed: list[bytes] = []
+    foreign = 0
+    for raw in dict.fromkeys(old):
+        if raw in new_set:
+            continue
+        _, tab, names = raw.partition(b"\t")
+        if tab and names.split(b" ", 1)[0] in aliases:
+            removed.append(raw)
+        else:
+            foreign += 1
+    return _capped([ln for ln in new if ln not in old_set]), _capped(removed), foreign
+
+
+def _capped(lines: list[bytes]) -> list[str]:
+    out: list[str] = []
+    size = 0
+    for i, raw in enumerate(lines):
+        size += len(raw) + 1
+        if size > MAX_FIELD_BYTES:
+            out.append(f"... and {len(lines) - i} more")
+            break
+        out.append(raw.decode("ascii", "replace"))
+    return out

@@ -7,15 +7,29 @@ never sees half of it.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hostsyncd.core.graph import DependentPlan
-from hostsyncd.reconcile import LastWrite
+from hostsyncd.core.links import is_host_name
+from hostsyncd.core.model import HostLine
+
+
+@dataclass(slots=True)
+class LastWrite:
+    """A dependent's last write, as status shows it: only lines hostsyncd rendered (cut to
+    a few KiB), and a count of the other lines it removed from the block."""
+
+    at: float
+    added: list[str]
+    removed: list[str]
+    foreign_removed: int = 0
 
 
 def dependent_view(plan: DependentPlan, last: LastWrite | None) -> dict[str, Any]:
@@ -38,8 +52,48 @@ def dependent_view(plan: DependentPlan, last: LastWrite | None) -> dict[str, Any
         "invalid": [str(err) for err in plan.errors],
         "last_write": None if last is None else {
             "at": last.at, "added": last.added, "removed": last.removed,
+            "foreign_removed": last.foreign_removed,
         },
     }
+
+
+def kept_view(kept: dict[str, dict[str, tuple[HostLine, ...]]]) -> dict[str, Any]:
+    """Keep mode's memory, for the next daemon to start from (see `kept_from`)."""
+    return {
+        cid: {alias: [line.render() for line in lines] for alias, lines in by_alias.items()}
+        for cid, by_alias in kept.items() if by_alias
+    }
+
+
+def kept_from(data: dict[str, Any]) -> dict[str, dict[str, tuple[HostLine, ...]]]:
+    """Keep mode's memory from an earlier daemon's state file: the engine's word, as that
+    daemon wrote it. Checked all the same; whatever is not a plain line is dropped."""
+    out: dict[str, dict[str, tuple[HostLine, ...]]] = {}
+    raw = data.get("kept")
+    if not isinstance(raw, dict):
+        return out
+    for cid, by_alias in raw.items():
+        if not isinstance(cid, str) or len(cid) != 64 or not isinstance(by_alias, dict):
+            continue
+        for alias, lines in by_alias.items():
+            parsed = [_host_line(text) for text in lines] if isinstance(lines, list) else []
+            if is_host_name(str(alias)) and parsed and all(parsed):
+                out.setdefault(cid, {})[str(alias)] = tuple(p for p in parsed if p)
+    return out
+
+
+def _host_line(text: object) -> HostLine | None:
+    if not isinstance(text, str):
+        return None
+    ip, _, names = text.partition("\t")
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    split = tuple(names.split(" "))
+    if "%" in ip or not all(is_host_name(n) for n in split):
+        return None
+    return HostLine(str(address), split)
 
 
 def write_atomically(path: Path, data: dict[str, Any]) -> None:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
-from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
-from functools import lru_cache
 from typing import NamedTuple
 
-from hostsyncd.core.links import SpecError, is_host_name, parse_links
+from hostsyncd.core.links import MAX_LABEL_CHARS, SpecError, is_host_name, parse_links
 from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
 
 # Docker refuses longer `container:` chains anyway; the bound only guards against cycles.
@@ -56,19 +54,36 @@ class DependentPlan:
     links: tuple[Resolution, ...]
     errors: tuple[SpecError, ...]
 
-    def lines(self, keep_stopped: bool = False, previous: Sequence[bytes] = ()) -> list[HostLine]:
+    def lines(
+        self, keep_stopped: bool = False, kept: Mapping[str, tuple[HostLine, ...]] | None = None
+    ) -> list[HostLine]:
         """The block's lines, in label order, each once.
 
-        With keep_stopped, a link whose target stopped keeps the lines last written for its
-        alias (read back from the file's current block, so a daemon restart loses nothing).
+        With keep_stopped, a link whose target went keeps `kept[alias]`: the lines the
+        engine last gave for it (see `kept_lines`). Never lines read back from the file:
+        its content is the container's, not the engine's word.
         """
         out: dict[HostLine, None] = {}
         for link in self.links:
             if link.resolved:
                 out.update(dict.fromkeys(link.lines))
-            elif keep_stopped and link.problem in GONE:
-                out.update(dict.fromkeys(_previous_lines(previous, link.spec.alias)))
+            elif keep_stopped and kept and link.problem in GONE:
+                out.update(dict.fromkeys(kept.get(link.spec.alias, ())))
         return list(out)
+
+    def kept_lines(
+        self, before: Mapping[str, tuple[HostLine, ...]] | None
+    ) -> dict[str, tuple[HostLine, ...]]:
+        """What keep mode remembers after this plan: per alias, the engine's lines when the
+        link resolved, else what was remembered before (only for a target that went)."""
+        kept: dict[str, tuple[HostLine, ...]] = {}
+        for link in self.links:
+            alias = link.spec.alias
+            if link.resolved:
+                kept[alias] = link.lines
+            elif link.problem in GONE and before and alias in before:
+                kept[alias] = before[alias]
+        return kept
 
 
 class Snapshot:
@@ -137,11 +152,48 @@ class Snapshot:
         return found
 
 
-# Sized for a large fleet: every dependent's label is usually distinct, and a cache that
-# is too small would parse every label again on every pass.
-@lru_cache(maxsize=1 << 16)
-def parsed_label(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]:
-    return parse_links(value)
+class _LabelCache:
+    """Parsed label values, least recently used first out, bounded in bytes.
+
+    Label values are written by whoever creates a container, so an entry count alone
+    bounds nothing: 300 distinct 1 MiB labels would pin 300 MiB. Keys are cut to what
+    `parse_links` reads anyway, and the cache holds at most `max_bytes` of them (counted
+    twice: the key, and what was parsed from it). Every dependent's label is usually
+    distinct, so the budget is sized for a large fleet of ordinary labels.
+    """
+
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[str, tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]] = (
+            OrderedDict()
+        )
+
+    @staticmethod
+    def _cost(key: str) -> int:
+        return 2 * len(key) + 256
+
+    def __call__(self, value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]]:
+        key = value[: MAX_LABEL_CHARS + 1]  # parse_links reads no further
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+            return found
+        parsed = parse_links(key)
+        cost = self._cost(key)
+        if cost <= self.max_bytes:
+            self._entries[key] = parsed
+            self.size += cost
+            while self.size > self.max_bytes:
+                old, _ = self._entries.popitem(last=False)
+                self.size -= self._cost(old)
+        return parsed
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+parsed_label = _LabelCache()
 
 
 def netns_owner(snapshot: Snapshot, container: Container) -> Container | None:
@@ -192,25 +244,6 @@ def _network_name(endpoint: Endpoint) -> str:
 def _lines_for(endpoint: Endpoint, alias: str, name: str) -> list[HostLine]:
     names = (alias,) if name == alias or not is_host_name(name) else (alias, name)
     return [HostLine(ip, names) for ip in (endpoint.ipv4, endpoint.ipv6) if ip]
-
-
-def _previous_lines(previous: Sequence[bytes], alias: str) -> list[HostLine]:
-    """Lines of an earlier block that named this alias first; anything malformed is dropped."""
-    out = []
-    for raw in previous:
-        ip, _, rest = raw.partition(b"\t")
-        try:
-            text_ip = ip.decode("ascii")
-            # No zone ids ("fe80::1%eth0"): ipaddress accepts anything after the '%'.
-            if "%" in text_ip:
-                continue
-            ipaddress.ip_address(text_ip)
-            names = tuple(rest.decode("ascii").split(" "))
-        except ValueError:
-            continue
-        if names and names[0] == alias and all(is_host_name(n) for n in names):
-            out.append(HostLine(text_ip, names))
-    return out
 
 
 def resolve(
@@ -298,11 +331,6 @@ def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
     return network_keys(own.endpoints) if own is not None else frozenset()
 
 
-def stopped_targets(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> set[str]:
-    """Ids of the containers that links wait for because they are not running."""
-    return set(waiting_dependents(snapshot, plans))
-
-
 def waiting_dependents(
     snapshot: Snapshot, plans: Iterable[DependentPlan]
 ) -> dict[str, list[DependentPlan]]:
@@ -324,12 +352,12 @@ def waiting_dependents(
 
 
 def replan_started(
-    snapshot: Snapshot, target: Container, endpoint: Endpoint,
+    snapshot: Snapshot, target: Container, endpoints: tuple[Endpoint, ...],
     dependents: Iterable[DependentPlan], label: str,
 ) -> list[DependentPlan]:
-    """The dependents' plans once this stopped target runs with this one endpoint, all
+    """The dependents' plans once this stopped target runs with these endpoints, all
     else as in the snapshot: a start costs the plans of its dependents, not of the fleet."""
-    started = snapshot.replaced(replace(target, state="running", endpoints=(endpoint,)))
+    started = snapshot.replaced(replace(target, state="running", endpoints=endpoints))
     out = []
     for old in dependents:
         new = plan(started, old.dependent, label)

@@ -16,9 +16,9 @@ from hostsyncd.core.graph import (
     Snapshot,
     plan,
     plan_all,
-    stopped_targets,
+    waiting_dependents,
 )
-from hostsyncd.core.model import Container
+from hostsyncd.core.model import Container, HostLine
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.records import parse_record, record_key
 
@@ -168,7 +168,7 @@ def test_a_bare_name_published_by_two_nodes_is_ambiguous() -> None:
     assert link.targets == ("b/db", "c/db")
     assert link.lines == ()
     assert rendered(p) == []
-    assert rendered(p, keep_stopped=True, previous=[b"192.0.2.7\tdb"]) == []
+    assert rendered(p, keep_stopped=True, kept={"db": (HostLine("192.0.2.7", ("db",)),)}) == []
 
 
 def test_bare_names_are_not_looked_up_remotely_with_the_cluster_off() -> None:
@@ -244,23 +244,25 @@ def test_gone_problems_are_what_keep_mode_papers_over() -> None:
 
 
 def test_keep_mode_keeps_previous_lines_when_the_record_goes() -> None:
-    previous = [b"192.0.2.7\tdb", b"10.0.0.9\tother", b"2001:db8::7\tdb"]
+    previous = {"db": (HostLine("192.0.2.7", ("db",)), HostLine("2001:db8::7", ("db",))),
+                "other": (HostLine("10.0.0.9", ("other",)),)}
     p = plan_of(web("b/db, cache"), [ctr("cache", net("bridge", "10.0.0.5"))], [])
     assert p.links[0].problem is Problem.NOT_PUBLISHED
     assert rendered(p) == ["10.0.0.5\tcache"]
-    assert rendered(p, keep_stopped=True, previous=previous) == [
+    assert rendered(p, keep_stopped=True, kept=previous) == [
         "192.0.2.7\tdb", "2001:db8::7\tdb", "10.0.0.5\tcache"]
 
 
 def test_keep_mode_does_not_keep_lines_without_a_cluster() -> None:
     p = plan_of(web("b/db"), [], [], node=None)
-    assert rendered(p, keep_stopped=True, previous=[b"192.0.2.7\tdb"]) == []
+    assert rendered(p, keep_stopped=True, kept={"db": (HostLine("192.0.2.7", ("db",)),)}) == []
 
 
 def test_keep_mode_keeps_a_remote_bare_name_that_went_away() -> None:
     p = plan_of(web("db"), [], [])
     assert p.links[0].problem is Problem.MISSING
-    assert rendered(p, keep_stopped=True, previous=[b"192.0.2.7\tdb"]) == ["192.0.2.7\tdb"]
+    kept = {"db": (HostLine("192.0.2.7", ("db",)),)}
+    assert rendered(p, keep_stopped=True, kept=kept) == ["192.0.2.7\tdb"]
 
 
 # --- the rest of the graph with remote records ------------------------------------------
@@ -278,7 +280,7 @@ def test_plan_all_makes_no_plans_for_remote_records() -> None:
 def test_stopped_targets_ignores_remote_problems() -> None:
     snap = Snapshot([web("b/db, c/x, db")], [remote("b", "db", "192.0.2.7")], ME)
     plans = plan_all(snap, LABEL).values()
-    assert stopped_targets(snap, plans) == set()
+    assert waiting_dependents(snap, plans) == {}
 
 
 # --- ObservedState feeds the snapshot -----------------------------------------------------

@@ -1,5 +1,6 @@
-"""The start fast path: Docker's rebuild of a stopped target's hosts file, seen on the
-watcher's thread, is written straight into the files of the dependents waiting for it."""
+"""The start fast path: a write of a stopped target's hosts file is only a trigger. The
+address written to the waiting dependents is the one the engine lists for the target, and
+the file's content never gives one, however it is forged."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import pytest
+
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
-from hostsyncd.reconcile import Drift, EarlyStart, Reconciler
+from hostsyncd.fastpath import (
+    FIRST_BACKOFF,
+    MAX_BACKOFF,
+    PROBE_DELAYS,
+    EarlyStart,
+    ForgedEntry,
+    StartFastPath,
+)
+from hostsyncd.reconcile import FORGED_GRACE, Reconciler
 from hostsyncd.writer import HostsWriter
 
 LABEL = "hostsyncd.links"
 BASE = b"127.0.0.1\tlocalhost\n"
+NET = hashlib.sha256(b"net").hexdigest()
 
 
 def cid(name: str) -> str:
@@ -35,99 +47,184 @@ class _Engine:
         return list(self.containers)
 
 
-def _ctr(name: str, ip: str, state: str = "running", links: str | None = None) -> Container:
+class _Network:
+    """What the engine's network inspect lists: set by the test, counted."""
+
+    def __init__(self) -> None:
+        self.members: dict[str, tuple[str, Endpoint]] = {}
+        self.calls = 0
+
+    def __call__(self, network_id: str) -> dict[str, tuple[str, Endpoint]]:
+        self.calls += 1
+        assert network_id == NET
+        return dict(self.members)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _ctr(name: str, ip: str, state: str = "running", links: str | None = None,
+         mode: str = "") -> Container:
     labels = {LABEL: links} if links is not None else {}
     return Container(id=cid(name), name=name, state=state, labels=MappingProxyType(labels),
-                     endpoints=(Endpoint("bridge", cid("net"), ip),))
+                     network_mode=mode, endpoints=(Endpoint("bridge", NET, ip),))
 
 
-def _setup(tmp_path: Path, db_hosts: bytes = BASE) -> tuple[Reconciler, Path, Path]:
-    containers = [_ctr("db", "", state="exited"), _ctr("web", "10.0.0.4", links="db")]
-    for c in containers:
-        (tmp_path / c.id).mkdir()
-        (tmp_path / c.id / "hosts").write_bytes(db_hosts if c.name == "db" else BASE)
-    rec = Reconciler(Config(), _Engine(containers), HostsWriter(tmp_path), _Log())  # type: ignore[arg-type]
-    rec.refresh()
-    rec.reconcile(verify_all=True)
-    assert rec.stopped_targets == {cid("db")}
-    return rec, tmp_path / cid("db") / "hosts", tmp_path / cid("web") / "hosts"
+class World:
+    def __init__(self, tmp_path: Path, keep: bool = False) -> None:
+        self.containers = [
+            _ctr("db", "", state="exited"),
+            _ctr("web", "10.0.0.4", links="db"),
+            _ctr("side", "", mode=f"container:{cid('db')}"),
+        ]
+        for c in self.containers:
+            (tmp_path / c.id).mkdir()
+            (tmp_path / c.id / "hosts").write_bytes(BASE)
+        self.root = tmp_path
+        self.network = _Network()
+        self.clock = _Clock()
+        self.hints: list[object] = []
+        config = Config.model_validate(
+            {"links": {"on_target_stop": "keep" if keep else "remove"}})
+        writer = HostsWriter(tmp_path)
+        self.rec = Reconciler(config, _Engine(self.containers), writer, _Log())  # type: ignore[arg-type]
+        self.fast = StartFastPath(writer, self.network, self.hints.append, self.clock)
+        self.rec.fastpath = self.fast
+        self.rec.refresh()
+        self.rec.reconcile(verify_all=True)
+        assert self.rec.stopped_targets == {cid("db")}
+
+    def file(self, name: str) -> bytes:
+        return (self.root / cid(name) / "hosts").read_bytes()
+
+    def forge(self, address: str) -> None:
+        entry = f"{address}\t{cid('db')[:12]}\n".encode()
+        (self.root / cid("db") / "hosts").write_bytes(BASE + entry)
+
+    def run_probes(self, seconds: float) -> None:
+        """Step the fast path's clock through every probe of one trigger and beyond."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.now += 0.001
+            self.fast.step(set())
 
 
-def _early(rec: Reconciler, container_id: str) -> EarlyStart | None:
-    hints = rec.file_written(container_id, True)
-    assert not any(isinstance(h, Drift) for h in hints)  # a stopped target's file: no Drift
-    return hints[0] if hints else None
+def test_a_trigger_writes_the_address_the_engine_lists_not_the_files(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.forge("10.0.0.66")  # what a sidecar (or Docker) wrote: not the word on the address
+    w.network.members[cid("db")] = ("db", Endpoint("bridge", NET, "10.0.0.9"))
+    assert w.fast.trigger(cid("db"))
+    w.fast.step({cid("db")})
+    assert b"10.0.0.9\tdb\n" in w.file("web")
+    assert b"10.0.0.66" not in w.file("web")
+    [early] = w.hints
+    assert isinstance(early, EarlyStart)
+    assert early.endpoints == (Endpoint("bridge", NET, "10.0.0.9"),)
+    assert [write.plan.dependent.name for write in early.writes] == ["web"]
+    # The loop adopts it: its next pass agrees with the write instead of undoing it.
+    w.rec.started(early)
+    assert w.rec.writes == 1
+    assert w.rec.reconcile().written == 0
+    assert b"10.0.0.9\tdb\n" in w.file("web")
+    assert w.rec.stopped_targets == set()
+    assert not w.fast.trigger(cid("db"))  # running now: its file is no trigger
 
 
-def test_the_own_entry_after_a_rebuild_is_written_to_the_waiting_dependents(
-    tmp_path: Path,
+def test_only_waiting_targets_files_are_triggers(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    assert not w.fast.trigger(cid("web"))  # a dependent's file: drift, the loop's
+    assert not w.fast.trigger(cid("nothing"))
+    assert w.fast.trigger(cid("db"))
+
+
+@pytest.mark.parametrize("forged", ["6.6.6.6", "10.0.0.5", "127.0.0.1", "0.0.0.0", "224.0.0.1"])
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_forged_own_entry_is_never_written_and_is_reported_with_the_sharers(
+    tmp_path: Path, forged: str, keep: bool
 ) -> None:
-    rec, db_file, web_file = _setup(tmp_path)
-    db_file.write_bytes(BASE)  # the first half of Docker's rebuild: no own entry yet
-    assert _early(rec, cid("db")) is None
-    db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
-    early = _early(rec, cid("db"))
-    assert early is not None
-    assert early.endpoint.ipv4 == "10.0.0.9"
-    assert [w.plan.dependent.name for w in early.writes] == ["web"]
-    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
-    # Once is enough: Docker's close of the same file writes nothing more.
-    assert _early(rec, cid("db")) is None
-    # The loop believes it, counts it, and its next pass agrees with what was written.
-    rec.started(early)
-    assert rec.writes == 1
-    assert rec.reconcile().written == 0
-    assert rec.stopped_targets == set()
-    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
+    w = World(tmp_path, keep=keep)
+    before = w.file("web")
+    w.forge(forged)
+    w.fast.step({cid("db")})
+    w.run_probes(PROBE_DELAYS[-1] + 0.01)
+    assert w.file("web") == before
+    assert w.network.calls == len(PROBE_DELAYS)
+    [found] = w.hints
+    assert found == ForgedEntry(cid("db"), "db", forged, ("side",))
 
 
-def test_the_own_entry_of_the_last_run_is_not_trusted(tmp_path: Path) -> None:
-    """A stopped container's file still holds the entry of its last run."""
-    old = BASE + f"10.0.0.2\t{cid('db')[:12]}\n".encode()
-    rec, db_file, web_file = _setup(tmp_path, db_hosts=old)
-    db_file.write_bytes(old)
-    assert _early(rec, cid("db")) is None
-    assert web_file.read_bytes() == BASE
+def test_a_file_without_an_own_entry_is_not_reported(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.fast.step({cid("db")})
+    w.run_probes(0.2)
+    assert w.hints == []
 
 
-def test_files_of_running_containers_take_no_fast_path(tmp_path: Path) -> None:
-    rec, _, web_file = _setup(tmp_path)
-    web_file.write_bytes(BASE)
-    assert rec.file_written(cid("web"), False) == [Drift(cid("web"), False)]
-    assert rec.file_written(cid("nothing"), True) == [Drift(cid("nothing"), True)]
+def test_a_late_endpoint_is_found_by_a_later_probe(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.fast.step({cid("db")})
+    w.run_probes(PROBE_DELAYS[2] + 0.0005)
+    assert w.hints == []
+    w.network.members[cid("db")] = ("db", Endpoint("bridge", NET, "10.0.0.9"))
+    w.run_probes(PROBE_DELAYS[3] - PROBE_DELAYS[2])
+    assert [type(h) for h in w.hints] == [EarlyStart]
+    assert b"10.0.0.9\tdb\n" in w.file("web")
 
 
-def test_a_rebuild_read_only_once_finished_is_known_by_its_new_own_entry(
-    tmp_path: Path,
+def test_a_file_written_in_a_loop_costs_engine_calls_at_a_falling_rate(tmp_path: Path) -> None:
+    """A sidecar rewriting a stopped target's file in a tight loop: after one round of
+    probes finds nothing, triggers wait out a backoff that doubles up to MAX_BACKOFF."""
+    w = World(tmp_path)
+    w.forge("6.6.6.6")
+    seconds = 60.0
+    end = w.clock.now + seconds
+    while w.clock.now < end:
+        w.clock.now += 0.001
+        w.fast.step({cid("db")})  # a write every millisecond
+    rounds = w.network.calls / len(PROBE_DELAYS)
+    # 0.25 + 0.5 + 1 + 2 + 4 + 5 + 5 ...: about 16 rounds in 60 s, not 60,000 calls.
+    assert rounds <= 6 + seconds / MAX_BACKOFF
+    assert FIRST_BACKOFF < MAX_BACKOFF
+    assert sum(isinstance(h, ForgedEntry) for h in w.hints) == rounds  # the loop says it once
+
+
+def test_the_loop_reports_a_forgery_once_and_not_for_a_target_that_started(
+    tmp_path: Path
 ) -> None:
-    """On a loaded machine the watcher's thread may read the file only after both halves
-    of Docker's rebuild: an own entry other than the one there when db stopped is new."""
-    rec, db_file, web_file = _setup(tmp_path)
-    db_file.write_bytes(BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode())
-    assert _early(rec, cid("db")) is not None
-    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
-    assert _early(rec, cid("db")) is None  # the rest of the same rebuild
+    said: list[tuple[str, dict[str, Any]]] = []
 
+    class Log(_Log):
+        def warning(self, message: str, **fields: Any) -> None:
+            said.append((message, fields))
 
-def test_a_later_start_with_the_same_address_takes_the_fast_path_again(
-    tmp_path: Path,
-) -> None:
-    rec, db_file, web_file = _setup(tmp_path)
-    own = BASE + f"10.0.0.9\t{cid('db')[:12]}\n".encode()
-    db_file.write_bytes(BASE)
-    assert _early(rec, cid("db")) is None
-    db_file.write_bytes(own)
-    early = _early(rec, cid("db"))
-    assert early is not None
-    # db stops again (the loop sees it and passes), then starts with the same address.
-    rec.started(early)
-    rec.reconcile()
-    rec.observed.stopped(cid("db"), rec.clock())
-    rec.refresh()  # the list a die brings: db exited, still on its network
-    rec.reconcile()
-    assert b"10.0.0.9" not in web_file.read_bytes()
-    db_file.write_bytes(BASE)
-    assert _early(rec, cid("db")) is None
-    db_file.write_bytes(own)
-    assert _early(rec, cid("db")) is not None
-    assert b"10.0.0.9\tdb\n" in web_file.read_bytes()
+    w = World(tmp_path)
+    clock = _Clock()
+    w.rec.clock = clock
+    w.rec.problems.log = Log()
+    found = ForgedEntry(cid("db"), "db", "6.6.6.6", ("side",))
+    w.rec.forged(found)
+    w.rec.repair()
+    assert said == []  # the engine may yet list a start: not before FORGED_GRACE
+    assert w.rec.retry_due == clock.now + FORGED_GRACE
+    clock.now += FORGED_GRACE
+    w.rec.repair()
+    w.rec.forged(found)
+    clock.now += FORGED_GRACE
+    w.rec.repair()
+    assert len(said) == 1
+    message, fields = said[0]
+    assert "forged" in message
+    assert fields["container_name"] == "db"
+    assert fields["shared_with"] == ["side"]
+    # A target the engine says has started: the entry was Docker's, nothing to say.
+    w.rec.observed.connected(cid("db"), "db", Endpoint("bridge", NET, "10.0.0.9"), 0.0)
+    w.rec.problems.forget(f"{cid('db')}/forged")
+    w.rec.forged(found)
+    clock.now += FORGED_GRACE
+    w.rec.repair()
+    assert len(said) == 1

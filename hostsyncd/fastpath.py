@@ -1,0 +1,272 @@
+"""The start fast path: a stopped target's hosts file being written is a *trigger* to ask the
+engine, at once, where the target now is. The file never gives the address.
+
+Why a trigger and not the file's word: a stopped target's hosts file is not quiet. Every
+container started with `--network container:<target>` (a sidecar) mounts it as its own
+/etc/hosts and keeps running while the target is stopped, and the target's own entrypoint
+writes it right after each start. Either can write an own entry that looks exactly like
+Docker's. So the file only says "look now": Docker rebuilds it when the target starts,
+a few milliseconds before the network connect event, and the network's inspect already
+lists the target's new endpoint by then (or a few milliseconds later).
+
+One job, on a thread of its own (so a slow engine never holds up inotify): for each
+triggered target, inspect its networks until the engine lists it, then write its
+address into the files of the dependents waiting for it, and hand the loop an
+`EarlyStart` so that the loop's next pass agrees with those writes. A target whose file
+keeps being written while the engine says it is not running is probed at a falling rate
+(backoff per target, up to `MAX_BACKOFF`): a container writing in a loop costs a bounded
+number of engine calls. If its file then holds an own entry the engine does not give it,
+that is reported (once, by the loop) as a forged entry, with the running containers that
+share the file.
+
+Imports: core, writer, engine (for the engine calls only). Nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hostsyncd.core.graph import DependentPlan, Snapshot, netns_owner, replan_started
+from hostsyncd.core.hostsblock import own_addresses
+from hostsyncd.core.model import Endpoint
+from hostsyncd.writer import HostsFileError, HostsWriter, WriteResult
+
+# How long after a trigger the engine is asked again while it does not list the target
+# yet, in seconds: Docker writes the file a few milliseconds before the endpoint shows.
+PROBE_DELAYS = (0.0, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+# After a trigger whose probes all found the target not running, further triggers for it
+# wait this long, doubling up to MAX_BACKOFF: a sidecar rewriting the file in a loop must
+# not turn into a loop of engine calls. The connect event still brings a real start.
+FIRST_BACKOFF = 0.25
+MAX_BACKOFF = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What the fast path works from, built by the loop's pass and handed over as one
+    reference, so this thread never sees the loop's state half-changed."""
+
+    snapshot: Snapshot
+    dependents: dict[str, list[DependentPlan]]  # stopped target id -> waiting dependents
+    label: str
+    transform: Callable[[DependentPlan], Callable[[bytes], bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class FastWrite:
+    """One dependent's file, written by the start fast path."""
+
+    plan: DependentPlan
+    result: WriteResult
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyStart:
+    """The engine listed a waiting target's new endpoint(s), and the waiting dependents'
+    files were written with them. For the loop to adopt as its own read of the start."""
+
+    target_id: str
+    name: str
+    endpoints: tuple[Endpoint, ...]
+    writes: tuple[FastWrite, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ForgedEntry:
+    """A stopped target's file holds an own entry the engine does not give it. `address`
+    was checked to be an IP address; `shared_with` names the running containers that share
+    the target's file (and so may have written it)."""
+
+    target_id: str
+    name: str
+    address: str
+    shared_with: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Probe:
+    started: float
+    attempt: int = 0
+    due: float = 0.0
+
+
+@dataclass(slots=True)
+class _Backoff:
+    until: float
+    delay: float
+
+
+# (network id) -> {container id: (name, endpoint)}: one inspect answers for every target
+# on that network.
+NetworkMembers = Callable[[str], dict[str, tuple[str, Endpoint]]]
+
+
+class StartFastPath:
+    def __init__(
+        self,
+        writer: HostsWriter,
+        members: NetworkMembers,
+        emit: Callable[[object], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.members = members
+        self.emit = emit
+        self.clock = clock
+        self._waiting: Waiting | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._triggered: set[str] = set()
+        self._stopping = False
+        # Only this object's thread touches these.
+        self._probes: dict[str, _Probe] = {}
+        self._backoff: dict[str, _Backoff] = {}
+        self._thread: threading.Thread | None = None
+
+    # -- the loop's side ----------------------------------------------------------------
+
+    def arm(self, waiting: Waiting) -> None:
+        """The targets that links now wait for, and their dependents (after each pass)."""
+        self._waiting = waiting
+
+    def waits_for(self, container_id: str) -> bool:
+        waiting = self._waiting
+        return waiting is not None and container_id in waiting.dependents
+
+    # -- the watcher's side -------------------------------------------------------------
+
+    def trigger(self, container_id: str) -> bool:
+        """A watched file was written. True if it is a waiting target's (this object's
+        business); the caller treats any other file as drift."""
+        if not self.waits_for(container_id):
+            return False
+        with self._wake:
+            self._triggered.add(container_id)
+            self._wake.notify()
+        return True
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="start-fast-path", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                timeout = self._next_due()
+                if not self._triggered and not self._stopping:
+                    self._wake.wait(timeout)
+                if self._stopping:
+                    return
+                triggered, self._triggered = self._triggered, set()
+            try:
+                self.step(triggered)
+            except Exception as exc:  # noqa: BLE001 - this thread must not die of a bug
+                self.emit(exc)
+
+    def _next_due(self) -> float | None:
+        if not self._probes:
+            return None
+        return max(0.0, min(p.due for p in self._probes.values()) - self.clock())
+
+    def step(self, triggered: set[str]) -> None:
+        """Start probes for new triggers, then run every probe that is due. Public so that
+        tests can drive it without the thread."""
+        now = self.clock()
+        waiting = self._waiting
+        if waiting is None:
+            return
+        for gone in self._backoff.keys() - waiting.dependents.keys():
+            del self._backoff[gone]  # started or removed since: a new start is welcome
+        for gone in self._probes.keys() - waiting.dependents.keys():
+            del self._probes[gone]
+        for cid in triggered:
+            if cid in self._probes or cid not in waiting.dependents:
+                continue
+            backoff = self._backoff.get(cid)
+            if backoff is not None and now < backoff.until:
+                continue
+            self._probes[cid] = _Probe(started=now, due=now)
+        due = [cid for cid, p in self._probes.items() if p.due <= now]
+        if not due:
+            return
+        found = self._ask_engine(waiting, due)
+        now = self.clock()
+        for cid in due:
+            probe = self._probes[cid]
+            endpoints = found.get(cid)
+            if endpoints:
+                del self._probes[cid]
+                self._backoff.pop(cid, None)
+                self._write(waiting, cid, endpoints)
+                continue
+            probe.attempt += 1
+            if probe.attempt < len(PROBE_DELAYS):
+                probe.due = probe.started + PROBE_DELAYS[probe.attempt]
+                continue
+            del self._probes[cid]
+            previous = self._backoff.get(cid)
+            delay = FIRST_BACKOFF if previous is None else min(previous.delay * 2, MAX_BACKOFF)
+            self._backoff[cid] = _Backoff(now + delay, delay)
+            self._check_forged(waiting, cid)
+
+    def _ask_engine(self, waiting: Waiting, due: list[str]) -> dict[str, tuple[Endpoint, ...]]:
+        """The endpoints the engine lists now for each due target, one inspect per network."""
+        networks: dict[str, list[str]] = {}
+        for cid in due:
+            target = waiting.snapshot.by_id.get(cid)
+            for ep in target.endpoints if target is not None else ():
+                if ep.network_id:
+                    networks.setdefault(ep.network_id, []).append(cid)
+        found: dict[str, list[Endpoint]] = {}
+        for network_id, cids in networks.items():
+            try:
+                members = self.members(network_id)
+            except Exception:  # noqa: BLE001 - the engine away: the loop hears of it too
+                continue
+            for cid in cids:
+                member = members.get(cid)
+                if member is not None and (member[1].ipv4 or member[1].ipv6):
+                    found.setdefault(cid, []).append(member[1])
+        return {cid: tuple(eps) for cid, eps in found.items()}
+
+    def _write(self, waiting: Waiting, cid: str, endpoints: tuple[Endpoint, ...]) -> None:
+        target = waiting.snapshot.by_id[cid]
+        plans = replan_started(waiting.snapshot, target, endpoints, waiting.dependents[cid],
+                               waiting.label)
+        writes = []
+        for plan in plans:
+            try:
+                result = self.writer.update(plan.dependent.id, waiting.transform(plan),
+                                            expect_change=True)
+            except HostsFileError:
+                continue  # the loop's pass tries again, and reports it
+            writes.append(FastWrite(plan, result))
+        self.emit(EarlyStart(cid, target.name, endpoints, tuple(writes)))
+
+    def _check_forged(self, waiting: Waiting, cid: str) -> None:
+        """The engine says the target is not running, yet its file was written. If the file
+        holds an own entry, someone who shares the file forged it."""
+        with contextlib.suppress(HostsFileError):
+            own = [ip for ip in own_addresses(self.writer.read(cid), cid[:12]) if ip]
+            if own:
+                snapshot = waiting.snapshot
+                target = snapshot.by_id[cid]
+                sharers = tuple(sorted(
+                    c.name for c in snapshot
+                    if c.id != cid and c.is_live and c.network_mode.startswith("container:")
+                    and (owner := netns_owner(snapshot, c)) is not None and owner.id == cid
+                ))
+                self.emit(ForgedEntry(cid, target.name, own[0], sharers))
