@@ -52,10 +52,10 @@ MAX_FIELD_BYTES = 4096
 # A dependent whose block had to be put back this often within FIGHT_WINDOW seconds, with
 # no engine event to explain it, is fighting us: from then on its file is repaired at a
 # falling rate (FIGHT_FIRST_BACKOFF doubling up to FIGHT_MAX_BACKOFF), and not watched.
-FIGHT_REPAIRS = 5
+FIGHT_REPAIRS = 30
 FIGHT_WINDOW = 10.0
 FIGHT_FIRST_BACKOFF = 0.5
-FIGHT_MAX_BACKOFF = 30.0
+FIGHT_MAX_BACKOFF = 10.0
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
 # Per-container subjects of the problem log, all forgotten when the container goes.
