@@ -368,6 +368,7 @@ class AddressWatch:
             [sys.executable, "-c", _WATCH, str(self.path), str(self.interval),
              *self.forbidden],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            preexec_fn=lambda: os.nice(-5),  # late reads would blind it on a busy machine
         )  # fmt: skip
         assert self._proc.stdout is not None
         if self._proc.stdout.readline().strip() != "ready":
