@@ -52,7 +52,7 @@ def rebuild_lookalike(address: str, short_id: str) -> str:
     )
 
 
-def setup(containers: Any, networks: Any) -> tuple[Any, str, str, str]:
+def sidecar_setup(containers: Any, networks: Any) -> tuple[Any, str, str, str]:
     net = networks.create("n")
     db = containers.run("db", network=net.name)
     side = containers.run("side", network=f"container:{db}")
@@ -77,7 +77,7 @@ def forged_in_state(daemon: Any, forged: list[str]) -> list[str]:
 def test_sidecar_forgery_of_a_stopped_targets_file(
     mode, containers, networks, daemon, results, wait_until
 ):
-    net, db, side, web = setup(containers, networks)
+    net, db, side, web = sidecar_setup(containers, networks)
     path = containers.hosts_path(web)
     db_path = containers.hosts_path(db)
     short_id = containers.id(db)[:12]
@@ -135,7 +135,7 @@ def test_sidecar_forgery_across_a_daemon_restart(
 ):
     """Stopped targets are found at start: the forgery is already in the file when the new
     daemon starts, and goes on during its first seconds."""
-    net, db, side, web = setup(containers, networks)
+    net, db, side, web = sidecar_setup(containers, networks)
     path = containers.hosts_path(web)
     short_id = containers.id(db)[:12]
     forged = forged_addresses(net)
@@ -238,3 +238,47 @@ def test_target_entrypoint_appends_a_forged_own_entry_on_every_start(
     assert d.alive()
     assert watch.bad_reads == 0, f"the forged own entry was readable in web's file: {figures}"
     assert figures["gap_p99_ms"] <= MAX_GAP_P99_MS, f"the watch read too rarely: {figures}"
+
+
+def test_dependent_forges_its_own_block_in_keep_mode_across_a_daemon_restart(
+    containers, networks, daemon, results, wait_until
+):
+    """Keep mode keeps a stopped target's last lines across a daemon restart. They must be
+    the engine's last word, not whatever the block holds when the daemon starts: here the
+    dependent itself rewrote its block while the daemon was down."""
+    net = networks.create("n")
+    db = containers.run("db", network=net.name)
+    web = containers.run("web", labels={LINKS: db}, network=net.name)
+    path = containers.hosts_path(web)
+    d = daemon.start(on_target_stop="keep", level="info")
+    ip = containers.ip(db, net.name)
+    wait_until(block_is(path, [line(ip, db)]))
+    containers.stop(db)
+    time.sleep(1.5)  # the die event handled and the state written
+    assert block_is(path, [line(ip, db)])(), read(path)
+    d.stop()
+    forged = path.read_bytes().replace(f"{ip}\t{db}".encode(), f"6.6.6.6\t{db}".encode())
+    containers.exec(web, "sh", "-c", "cat > /etc/hosts", input=forged)
+    assert f"6.6.6.6\t{db}" in read(path)
+    d2 = daemon.start(on_target_stop="keep", level="info")
+    d2.wait_log(lambda e: e.get("event") == "ready", timeout=15, what="ready")
+    at_ready = read(path)
+    watch = AddressWatch(path, ["6.6.6.6"]).start()
+    try:
+        time.sleep(1.0)
+        kept = block_is(path, [line(ip, db)])()
+        containers.start(db)
+        real = containers.ip(db, net.name)
+        wait_until(block_is(path, [line(real, db)]), what="db's engine address after its start")
+    finally:
+        watch.stop()
+    figures = watch.figures()
+    results.update(
+        fault="keep mode: the dependent forges its own block while the daemon is down",
+        tried=1, survived=int(d2.alive()), data_lost=0, **figures,
+        forged_at_ready="6.6.6.6" in at_ready, kept_engine_line=bool(kept),
+    )  # fmt: skip
+    assert d2.alive()
+    assert "6.6.6.6" not in at_ready, f"the forged line survived into READY:\n{at_ready}"
+    assert watch.bad_reads == 0, f"the forged line was readable after READY: {figures}"
+    assert kept, f"keep mode lost the engine's last line for db:\n{read(path)}"
