@@ -280,12 +280,14 @@ class Reconciler:
                 continue
             changed = self._applied.get(cid) != plan.links
             outcome = self._write(plan, reports, expect_change=changed and not drifted)
+            if drifted and cid in self._due:
+                self._drifted.add(cid)  # a race retry of a repair is still a repair
             if outcome is True:
                 result.written += 1
                 if drifted and not changed:
                     self._count_repair(plan, now, reports)
-            elif outcome is False and drifted and self._fighting(cid):
-                self._calmed(plan, reports)
+            elif outcome is False and drifted and self._fighting(cid) and cid not in self._due:
+                self._calmed(plan, reports)  # found as we left it (not a race): calm again
             elif outcome is None:
                 result.failed.append(cid)
                 self._queue(cid, now + self.config.sync.retry_interval)
@@ -364,7 +366,9 @@ class Reconciler:
         limit = self.writer.max_bytes
         overflow: list[int] = []
         try:
-            patient = self._races.get(dep.id, 0) < RACE_RETRIES
+            # A container fighting us gets one write per backoff, racing or not.
+            fighting = self._fighting(dep.id)
+            patient = not fighting and self._races.get(dep.id, 0) < RACE_RETRIES
             transform = _transform(plan, keep, self.kept.get(dep.id), limit, overflow)
             result = self.writer.update(dep.id, transform, defer_empty=patient,
                                         expect_change=expect_change)
@@ -377,7 +381,7 @@ class Reconciler:
                 f"{dep.id}/file", "write", reason, level="error", **fields))
             return None
         reports.append(lambda: self._report_write(plan, result, overflow))
-        if result.raced:
+        if result.raced and not fighting:
             # Docker (or someone) was rewriting the file at the same moment: look again
             # shortly rather than build on a half-written file.
             self._races[dep.id] = self._races.get(dep.id, 0) + 1
