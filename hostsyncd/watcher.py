@@ -2,9 +2,9 @@
 
 One inotify watch per file, limited to writes: a watch on the whole containers directory
 would also see every log line the engine writes and every reader opening a file. The
-callbacks run on watchdog's inotify thread. The daemon's callback does the start fast
-path's writes right there (a started target's new address reaches its dependents without a
-hop to the loop), then enqueues a hint for the loop. Inotify can lose events (queue
+callbacks run on watchdog's inotify thread and only hand the write on: a stopped target's
+file to the start fast path (a trigger to ask the engine), any other to the loop as
+drift. Nothing here reads a file. Inotify can lose events (queue
 overflow), so that is reported too, and the periodic resync stays the safety net.
 """
 
