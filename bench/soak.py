@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -192,7 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path(tempfile.mkdtemp(prefix=f"hsdsoak-{stamp}-"))
     bench = lib.Bench()
-    churn = Churn(bench.api, bench.prefix, lib.IMAGE, bench.engine.containers_root)
+    # Not bench.prefix: bench/run.py removes every b<pid>- container it finds at its start,
+    # as an earlier run's leftovers, and would take this soak's containers from under it.
+    prefix = f"soak{os.getpid() % 10000}-"
+    churn = Churn(bench.api, prefix, lib.IMAGE, bench.engine.containers_root)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": bench.machine(),
             "workdir": str(workdir)}
     try:
@@ -202,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                               progress=lambda s: print(s, flush=True))
     finally:
         ids = [c["Id"] for c in bench.api.containers(all=True)
-               if any(n.startswith("/" + bench.prefix) for n in c["Names"])]
+               if any(n.startswith("/" + prefix) for n in c["Names"])]
         bench.remove(ids)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"soak-{stamp}.json"
