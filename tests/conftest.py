@@ -567,9 +567,34 @@ class DaemonFactory:
                     print(f"--- stdout ---\n{_shorten(out)}")
 
 
+    def complaints(self) -> list[str]:
+        """What the test's daemons did that no test wants: an unexpected error (a bug the
+        loop caught and carried on from), a traceback, or an exit other than a clean one
+        (0), a SIGKILL the test sent, or a SIGTERM that came before the handlers were in."""
+        found = []
+        for d in self.started:
+            code = d.proc.returncode
+            if code not in (0, -signal.SIGKILL, -signal.SIGTERM):
+                found.append(f"daemon pid {d.pid} exited with {code}")
+            for entry in d.logs():
+                if str(entry.get("event", "")).startswith("unexpected error"):
+                    found.append(f"daemon pid {d.pid} logged: {_shorten(entry, 600)}")
+            text = d.stderr_text()
+            if "Traceback (most recent call last)" in text:
+                at = text.index("Traceback (most recent call last)")
+                found.append(f"daemon pid {d.pid} printed a traceback:\n"
+                             f"{_shorten(text[at:], 1500)}")
+        return found
+
+
 @pytest.fixture
 def daemon(engine: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     factory = DaemonFactory(engine, tmp_path)
     yield factory
     with contextlib.suppress(Exception):
         factory.cleanup(dump=_test_failed(request))
+    # Shared by every integration and fault test: a daemon that hit a bug fails its test,
+    # even when a later pass converged and the test's own checks passed.
+    complaints = factory.complaints()
+    if complaints and not _test_failed(request):
+        pytest.fail("\n".join(complaints), pytrace=False)
