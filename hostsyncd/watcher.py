@@ -90,10 +90,6 @@ class HostsWatcher:
             if self._watches.get(container_id) == wd:
                 del self._watches[container_id]
 
-    @property
-    def watched(self) -> int:
-        return len(self._watches)
-
 
 class _Callback:
     def __init__(self, watcher: HostsWatcher, container_id: str) -> None:
@@ -108,3 +104,6 @@ class _Callback:
 
     def on_queue_overflow(self) -> None:
         self.watcher._overflow()
+
+    def on_events_lost(self) -> None:
+        """Called after every callback's on_queue_overflow: already reported there."""
