@@ -155,6 +155,7 @@ def container_from_list(raw: Mapping[str, Any]) -> Container:
         if isinstance(info, Mapping)
     )
     labels = raw.get("Labels") or {}
+    mounts = raw.get("Mounts") or []
     return Container(
         id=str(raw.get("Id", "")),
         name=name,
@@ -162,6 +163,8 @@ def container_from_list(raw: Mapping[str, Any]) -> Container:
         labels=MappingProxyType({str(k): str(v) for k, v in labels.items()}),
         network_mode=str((raw.get("HostConfig") or {}).get("NetworkMode") or ""),
         endpoints=endpoints,
+        hosts_mounted=any(isinstance(m, Mapping) and m.get("Destination") == "/etc/hosts"
+                          for m in mounts if isinstance(mounts, list)),
     )
 
 

@@ -228,7 +228,8 @@ class Reconciler:
     def watched(self) -> set[str]:
         """The hosts files whose writes are hints: dependents' (less those fighting us, which
         are repaired on a timer instead) and stopped targets' (the fast path's triggers)."""
-        return (self.plans.keys() - self._fighting_now()) | self.stopped_targets
+        managed = {cid for cid, plan in self.plans.items() if plan.unmanaged is None}
+        return (managed - self._fighting_now()) | self.stopped_targets
 
     # -- the pass -----------------------------------------------------------------------
 
@@ -244,7 +245,8 @@ class Reconciler:
         if self.config.links.on_target_stop == "keep":
             for cid, plan in plans.items():
                 self.kept[cid] = plan.kept_lines(self.kept.get(cid))
-        waiting = waiting_dependents(snapshot, plans.values())
+        managed = {cid: plan for cid, plan in plans.items() if plan.unmanaged is None}
+        waiting = waiting_dependents(snapshot, managed.values())
         self.stopped_targets = set(waiting)
         if self.fastpath is not None:
             self.fastpath.arm(Waiting(snapshot, waiting, self.config.links.label,
@@ -253,7 +255,7 @@ class Reconciler:
         self.watch(self.watched)
         now = self.clock()
         chosen = [
-            cid for cid, plan in plans.items()
+            cid for cid, plan in managed.items()
             if verify_all or self._applied.get(cid) != plan.links
             or self._due.get(cid, float("inf")) <= now
         ]
@@ -276,7 +278,7 @@ class Reconciler:
             self._due.pop(cid, None)
             drifted = cid in self._drifted
             self._drifted.discard(cid)
-            if plan is None:
+            if plan is None or plan.unmanaged is not None:
                 continue
             changed = self._applied.get(cid) != plan.links
             outcome = self._write(plan, reports, expect_change=changed and not drifted)
@@ -467,6 +469,9 @@ class Reconciler:
             if link.targets:
                 message += f" ({', '.join(link.targets)})"
             (routine if link.problem in _ROUTINE else found)[f"link:{link.spec}"] = message
+        if plan.unmanaged is not None:
+            # Said once, by name: a write there would change nothing the container sees.
+            found["unmanaged"] = plan.unmanaged
         self.problems.set(f"{dep.id}/links", found, **fields)
         self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)
 

@@ -50,6 +50,7 @@ def dependent_view(plan: DependentPlan, last: LastWrite | None) -> dict[str, Any
             for link in plan.links
         ],
         "invalid": [str(err) for err in plan.errors],
+        "unmanaged": plan.unmanaged,
         "last_write": None if last is None else {
             "at": last.at, "added": last.added, "removed": last.removed,
             "foreign_removed": last.foreign_removed,

@@ -15,7 +15,8 @@ def graph_text(plans: Iterable[DependentPlan]) -> str:
     out = []
     for plan in sorted(plans, key=lambda p: p.dependent.name):
         dep = plan.dependent
-        out.append(f"{dep.name} ({dep.state})")
+        out.append(f"{dep.name} ({dep.state})"
+                   + (f": {plan.unmanaged}" if plan.unmanaged else ""))
         for link in plan.links:
             if link.problem is None:
                 where = f"{link.network} " if link.network else ""
@@ -112,6 +113,10 @@ def status_text(data: dict[str, Any]) -> str:
         last = dep["last_write"]
         written = "never written" if last is None else (
             f"last write {when(last['at'])}: +{len(last['added'])} -{len(last['removed'])}")
+        if last is not None and last.get("foreign_removed"):
+            written += f" (and {last['foreign_removed']} lines not ours removed)"
+        if dep.get("unmanaged"):
+            written = dep["unmanaged"]
         out.append(f"{dep['name']} ({dep['id'][:12]}, {dep['state']}), {written}")
         for link in dep["links"]:
             if link["problem"]:

@@ -48,11 +48,18 @@ class Resolution(NamedTuple):
         return self.problem is None
 
 
+# Why a dependent's file is not written, though it has links.
+UNMANAGED_MOUNT = "mounts its own /etc/hosts; not managed"
+
+
 @dataclass(frozen=True, slots=True)
 class DependentPlan:
     dependent: Container
     links: tuple[Resolution, ...]
     errors: tuple[SpecError, ...]
+    # Set when no file the dependent reads can be written (UNMANAGED_MOUNT): its links are
+    # still resolved, for status and graph, but nothing is written for it.
+    unmanaged: str | None = None
 
     def lines(
         self, keep_stopped: bool = False, kept: Mapping[str, tuple[HostLine, ...]] | None = None
@@ -323,7 +330,8 @@ def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan 
     specs, errors = parsed_label(value)
     mine = _own_networks(snapshot, dependent)
     links = tuple(resolve(snapshot, dependent, s, mine) for s in specs)
-    return DependentPlan(dependent, links, errors)
+    return DependentPlan(dependent, links, errors,
+                         UNMANAGED_MOUNT if dependent.hosts_mounted else None)
 
 
 def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:

@@ -36,6 +36,9 @@ class Container:
     endpoints: tuple[Endpoint, ...] = ()
     # The cluster node that published this container; "" for the local engine's own.
     node: str = ""
+    # The container mounts a file of its own on /etc/hosts (`-v FILE:/etc/hosts`): it reads
+    # that, never the hosts file the engine keeps for it.
+    hosts_mounted: bool = False
 
     @property
     def has_address(self) -> bool:
