@@ -25,6 +25,7 @@ from hostsyncd.engine import (
     EngineEvent,
     EngineUnavailable,
     EventReader,
+    NetworkProbe,
 )
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
 from hostsyncd.notify import Notifier
@@ -95,9 +96,8 @@ class Daemon:
         self.log.info("hostsyncd starting", engine=self.config.docker.url,
                       containers_root=str(self.config.docker.containers_root))
         # The fast path asks the engine on a thread of its own, with a connection of its own.
-        fast_engine = Engine(self.config.docker.url, min(self.config.docker.api_timeout, 2.0))
-        self.fastpath = StartFastPath(self.reconciler.writer, fast_engine.network_members,
-                                      self.hints.put)
+        probe = NetworkProbe(self.config.docker.url, min(self.config.docker.api_timeout, 2.0))
+        self.fastpath = StartFastPath(self.reconciler.writer, probe.members, self.hints.put)
         self.reconciler.fastpath = self.fastpath
         self.reconciler.watch = watcher.watch_only
         self._watcher = watcher
@@ -114,7 +114,7 @@ class Daemon:
             reader.stop()
             watcher.stop()
             self.fastpath.stop()
-            fast_engine.close()
+            probe.close()
             if self.cluster is not None:
                 self.cluster.stop()
             self.reconciler.engine.close()
