@@ -326,6 +326,7 @@ class Daemon:
         plans = rec.plans
         links = sum(len(p.links) for p in plans.values())
         unresolved = sum(1 for p in plans.values() for link in p.links if link.problem)
+        shared = state.sharers(list(plans.values()))
         return {
             "pid": os.getpid(),
             "started": self.started,
@@ -350,7 +351,7 @@ class Daemon:
                 "full_resyncs": self.resyncs,
             },
             "dependents": [
-                state.dependent_view(plan, rec.last_write.get(cid))
+                state.dependent_view(plan, rec.last_write.get(plan.hosts_file), shared[cid])
                 for cid, plan in sorted(plans.items(), key=lambda kv: kv[1].dependent.name)
             ],
             "cluster": self.cluster.state() if self.cluster is not None else {"enabled": False},

@@ -30,7 +30,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hostsyncd.core.graph import DependentPlan, Snapshot, netns_owner, replan_started
+from hostsyncd.core.graph import (
+    DependentPlan,
+    FilePlan,
+    Snapshot,
+    netns_owner,
+    replan_started,
+)
 from hostsyncd.core.hostsblock import own_addresses
 from hostsyncd.core.model import Endpoint
 from hostsyncd.writer import HostsFileError, HostsWriter, WriteResult
@@ -53,14 +59,15 @@ class Waiting:
     snapshot: Snapshot
     dependents: dict[str, list[DependentPlan]]  # stopped target id -> waiting dependents
     label: str
-    transform: Callable[[DependentPlan], Callable[[bytes], bytes]]
+    # Re-planned dependents that read one file -> that file's plan and transform.
+    transform: Callable[[list[DependentPlan]], tuple[FilePlan, Callable[[bytes], bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
 class FastWrite:
-    """One dependent's file, written by the start fast path."""
+    """One hosts file, written by the start fast path."""
 
-    plan: DependentPlan
+    file: FilePlan
     result: WriteResult
 
 
@@ -246,14 +253,18 @@ class StartFastPath:
         target = waiting.snapshot.by_id[cid]
         plans = replan_started(waiting.snapshot, target, endpoints, waiting.dependents[cid],
                                waiting.label)
-        writes = []
+        by_file: dict[str, list[DependentPlan]] = {}
         for plan in plans:
+            if plan.unmanaged is None:
+                by_file.setdefault(plan.hosts_file, []).append(plan)
+        writes = []
+        for fid, started in by_file.items():
+            found, transform = waiting.transform(started)
             try:
-                result = self.writer.update(plan.dependent.id, waiting.transform(plan),
-                                            expect_change=True)
+                result = self.writer.update(fid, transform, expect_change=True)
             except HostsFileError:
                 continue  # the loop's pass tries again, and reports it
-            writes.append(FastWrite(plan, result))
+            writes.append(FastWrite(found, result))
         self.emit(EarlyStart(cid, target.name, endpoints, tuple(writes)))
 
     def _check_forged(self, waiting: Waiting, cid: str) -> None:

@@ -22,9 +22,11 @@ from typing import Any
 from hostsyncd.config import Config
 from hostsyncd.core.graph import (
     DependentPlan,
+    FilePlan,
     Problem,
     Resolution,
     Snapshot,
+    files_of,
     plan_all,
     waiting_dependents,
 )
@@ -107,12 +109,16 @@ class Reconciler:
         self.watch = watch
         self.observed = ObservedState()
         self.plans: dict[str, DependentPlan] = {}
+        # What is written: each hosts file, with every dependent that reads it. Everything
+        # below that is about a file (queue, races, fights, last write) is keyed by its id.
+        self.files: dict[str, FilePlan] = {}
+        self._file_of: dict[str, str] = {}  # dependent id -> its file's id
         self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
         self.problems = ProblemLog(log)
         self.writes = 0
         self.write_errors = 0
-        self._applied: dict[str, tuple[Resolution, ...]] = {}
+        self._applied: dict[str, tuple[tuple[Resolution, ...], ...]] = {}
         # The one work queue: dependent id -> when its file is next looked at.
         self._due: dict[str, float] = {}
         # Dependents queued only because their file was written (no event to explain it).
@@ -174,7 +180,7 @@ class Reconciler:
         now = self.clock()
         for drift in drifts:
             cid = drift.container_id
-            if cid not in self.plans or self._fighting(cid):
+            if cid not in self.files or self._fighting(cid):
                 continue
             due = now if drift.closed else now + QUIET
             if cid not in self._due:
@@ -194,10 +200,10 @@ class Reconciler:
                        ipv4=[ep.ipv4 for ep in early.endpoints],
                        ipv6=[ep.ipv6 for ep in early.endpoints])
         for write in early.writes:
-            self._queue(write.plan.dependent.id, now)
+            self._queue(write.file.owner, now)
             if write.result.changed:
                 self.writes += 1
-            self._report_write(write.plan, write.result, [])
+            self._report_write(write.file, write.result, [])
 
     def forged(self, found: ForgedEntry) -> None:
         """A stopped target's file holds an own entry the engine did not give it. Said only
@@ -228,8 +234,7 @@ class Reconciler:
     def watched(self) -> set[str]:
         """The hosts files whose writes are hints: dependents' (less those fighting us, which
         are repaired on a timer instead) and stopped targets' (the fast path's triggers)."""
-        managed = {cid for cid, plan in self.plans.items() if plan.unmanaged is None}
-        return (managed - self._fighting_now()) | self.stopped_targets
+        return (self.files.keys() - self._fighting_now()) | self.stopped_targets
 
     # -- the pass -----------------------------------------------------------------------
 
@@ -240,13 +245,15 @@ class Reconciler:
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
         plans = plan_all(snapshot, self.config.links.label)
-        self._forget(snapshot, plans)
-        self.plans = plans
+        files = files_of(snapshot, plans.values())
+        self._forget(snapshot, files)
+        self.plans, self.files = plans, files
+        self._file_of = {cid: plan.hosts_file for cid, plan in plans.items()}
         if self.config.links.on_target_stop == "keep":
             for cid, plan in plans.items():
                 self.kept[cid] = plan.kept_lines(self.kept.get(cid))
-        managed = {cid: plan for cid, plan in plans.items() if plan.unmanaged is None}
-        waiting = waiting_dependents(snapshot, managed.values())
+        managed = [plan for plan in plans.values() if plan.unmanaged is None]
+        waiting = waiting_dependents(snapshot, managed)
         self.stopped_targets = set(waiting)
         if self.fastpath is not None:
             self.fastpath.arm(Waiting(snapshot, waiting, self.config.links.label,
@@ -255,9 +262,9 @@ class Reconciler:
         self.watch(self.watched)
         now = self.clock()
         chosen = [
-            cid for cid, plan in managed.items()
-            if verify_all or self._applied.get(cid) != plan.links
-            or self._due.get(cid, float("inf")) <= now
+            fid for fid, found in files.items()
+            if verify_all or self._applied.get(fid) != found.links
+            or self._due.get(fid, float("inf")) <= now
         ]
         result = self._apply(chosen, now)
         for plan in plans.values():
@@ -274,11 +281,11 @@ class Reconciler:
         reports: list[Callable[[], None]] = []
         fighting = self._fighting_now()
         for cid in chosen:
-            plan = self.plans.get(cid)
+            plan = self.files.get(cid)
             self._due.pop(cid, None)
             drifted = cid in self._drifted
             self._drifted.discard(cid)
-            if plan is None or plan.unmanaged is not None:
+            if plan is None:
                 continue
             changed = self._applied.get(cid) != plan.links
             outcome = self._write(plan, reports, expect_change=changed and not drifted)
@@ -309,15 +316,16 @@ class Reconciler:
         return result
 
     def _queue(self, cid: str, due: float) -> None:
-        """Look at this dependent's file at `due` (or sooner, if already queued sooner)."""
+        """Look at this container's file at `due` (or sooner, if already queued sooner)."""
+        cid = self._file_of.get(cid, cid)  # a sidecar's file is its namespace owner's
         self._drifted.discard(cid)
         self._due[cid] = min(due, self._due.get(cid, due))
         self.retry_due = min(self._due.values())
 
-    def _forget(self, snapshot: Snapshot, plans: Mapping[str, DependentPlan]) -> None:
-        """Drop what was kept about dependents that stopped, and about containers that went:
-        everything kept per container goes with it."""
-        for stopped in self.plans.keys() - plans.keys():
+    def _forget(self, snapshot: Snapshot, files: Mapping[str, FilePlan]) -> None:
+        """Drop what was kept about files no dependent reads any more, and about containers
+        that went: everything kept per container goes with it."""
+        for stopped in self.files.keys() - files.keys():
             self._applied.pop(stopped, None)
             self._races.pop(stopped, None)
             self._due.pop(stopped, None)
@@ -335,10 +343,20 @@ class Reconciler:
                 for kind in _SUBJECTS:
                     self.problems.forget(f"{cid}/{kind}")
 
-    def _transform_for(self, plan: DependentPlan) -> Callable[[bytes], bytes]:
+    def _transform_for(
+        self, started: list[DependentPlan]
+    ) -> tuple[FilePlan, Callable[[bytes], bytes]]:
+        """For the fast path: the file these re-planned dependents read (they share one),
+        with the other dependents that read it as they are, and its transform."""
+        fid = started[0].hosts_file
+        new = {plan.dependent.id: plan for plan in started}
+        current = self.files.get(fid)
+        others = [p for p in (current.plans if current else ()) if p.dependent.id not in new]
+        plans = sorted([*others, *new.values()],
+                       key=lambda p: (p.dependent.id != fid, p.dependent.name))
+        found = FilePlan(fid, tuple(plans), current.owner_name if current else fid[:12])
         keep = self.config.links.on_target_stop == "keep"
-        return _transform(plan, keep, self.kept.get(plan.dependent.id), self.writer.max_bytes,
-                          [])
+        return found, _transform(found, keep, self.kept, self.writer.max_bytes, [])
 
     def _publish(self, snapshot: Snapshot) -> None:
         assert self.publisher is not None
@@ -358,21 +376,21 @@ class Reconciler:
         self._unpublishable = set(problems)
 
     def _write(
-        self, plan: DependentPlan, reports: list[Callable[[], None]], expect_change: bool
+        self, plan: FilePlan, reports: list[Callable[[], None]], expect_change: bool
     ) -> bool | None:
         """True if written, False if already right (or not there), None if it failed.
         What is to be logged about it is appended to `reports`."""
-        dep = plan.dependent
-        fields = {"container_name": dep.name, "container_id": dep.id}
+        fid = plan.owner
+        fields = _fields(plan)
         keep = self.config.links.on_target_stop == "keep"
         limit = self.writer.max_bytes
         overflow: list[int] = []
         try:
             # A container fighting us gets one write per backoff, racing or not.
-            fighting = self._fighting(dep.id)
-            patient = not fighting and self._races.get(dep.id, 0) < RACE_RETRIES
-            transform = _transform(plan, keep, self.kept.get(dep.id), limit, overflow)
-            result = self.writer.update(dep.id, transform, defer_empty=patient,
+            fighting = self._fighting(fid)
+            patient = not fighting and self._races.get(fid, 0) < RACE_RETRIES
+            transform = _transform(plan, keep, self.kept, limit, overflow)
+            result = self.writer.update(fid, transform, defer_empty=patient,
                                         expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
@@ -380,17 +398,17 @@ class Reconciler:
             self.write_errors += 1
             reason = exc.reason
             reports.append(lambda: self.problems.add(
-                f"{dep.id}/file", "write", reason, level="error", **fields))
+                f"{fid}/file", "write", reason, level="error", **fields))
             return None
         reports.append(lambda: self._report_write(plan, result, overflow))
         if result.raced and not fighting:
             # Docker (or someone) was rewriting the file at the same moment: look again
             # shortly rather than build on a half-written file.
-            self._races[dep.id] = self._races.get(dep.id, 0) + 1
-            self._queue(dep.id, self.clock() + RACE_RETRY)
+            self._races[fid] = self._races.get(fid, 0) + 1
+            self._queue(fid, self.clock() + RACE_RETRY)
         else:
-            self._races.pop(dep.id, None)
-            self._applied[dep.id] = plan.links
+            self._races.pop(fid, None)
+            self._applied[fid] = plan.links
         if not result.changed:
             return False
         self.writes += 1
@@ -405,10 +423,10 @@ class Reconciler:
         fight = self._fights.get(cid)
         return fight is not None and fight.backoff > 0
 
-    def _count_repair(self, plan: DependentPlan, now: float,
+    def _count_repair(self, plan: FilePlan, now: float,
                       reports: list[Callable[[], None]]) -> None:
         """Our block was put back after someone else's write. Often: back off."""
-        cid = plan.dependent.id
+        cid = plan.owner
         fight = self._fights.setdefault(cid, _Fight())
         if fight.backoff:
             fight.backoff = min(fight.backoff * 2, FIGHT_MAX_BACKOFF)
@@ -416,43 +434,41 @@ class Reconciler:
         fight.repairs.append(now)
         if len(fight.repairs) == FIGHT_REPAIRS and now - fight.repairs[0] <= FIGHT_WINDOW:
             fight.backoff = FIGHT_FIRST_BACKOFF
-            dep = plan.dependent
             reports.append(lambda: self.problems.add(
                 f"{cid}/fight", "fight",
                 f"container keeps rewriting its hosts file; its block is put back at most "
                 f"every {FIGHT_MAX_BACKOFF:g} s from now on, and its writes are not watched",
-                container_name=dep.name, container_id=cid))
+                **_fields(plan)))
 
-    def _calmed(self, plan: DependentPlan, reports: list[Callable[[], None]]) -> None:
+    def _calmed(self, plan: FilePlan, reports: list[Callable[[], None]]) -> None:
         """A backed-off dependent's file was found as we left it: it stopped fighting."""
-        dep = plan.dependent
-        del self._fights[dep.id]
-        reports.append(lambda: self.problems.clear(
-            f"{dep.id}/fight", "fight", container_name=dep.name, container_id=dep.id))
+        del self._fights[plan.owner]
+        reports.append(lambda: self.problems.clear(f"{plan.owner}/fight", "fight",
+                                                   **_fields(plan)))
 
     # -- reports ------------------------------------------------------------------------
 
-    def _report_write(self, plan: DependentPlan, result: WriteResult,
+    def _report_write(self, plan: FilePlan, result: WriteResult,
                       overflow: list[int]) -> None:
-        dep = plan.dependent
-        fields = {"container_name": dep.name, "container_id": dep.id}
-        self.problems.clear(f"{dep.id}/file", "write", **fields)
+        fid = plan.owner
+        fields = _fields(plan)
+        self.problems.clear(f"{fid}/file", "write", **fields)
         if overflow:
             self.problems.add(
-                f"{dep.id}/file", "size",
+                f"{fid}/file", "size",
                 f"hosts file would grow to {overflow[-1]} bytes with the block, over "
                 f"max_hosts_bytes ({self.writer.max_bytes}); block left out", level="error",
                 **fields,
             )
         else:
-            self.problems.clear(f"{dep.id}/file", "size", **fields)
+            self.problems.clear(f"{fid}/file", "size", **fields)
         if _untidy(result.before):
-            self.problems.add(f"{dep.id}/file", "content",
+            self.problems.add(f"{fid}/file", "content",
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
                               **fields)
         if result.changed:
             added, removed, foreign = changes(plan, result.before, result.after)
-            self.last_write[dep.id] = LastWrite(time.time(), added, removed, foreign)
+            self.last_write[fid] = LastWrite(time.time(), added, removed, foreign)
             extra = {"foreign_removed": foreign} if foreign else {}
             self.log.info("hosts file updated", added=added, removed=removed, **extra,
                           **fields)
@@ -476,8 +492,18 @@ class Reconciler:
         self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)
 
 
+def _fields(plan: FilePlan) -> dict[str, Any]:
+    """Who a file's log lines are about: its owner, and the sidecars that read it too."""
+    fields: dict[str, Any] = {"container_name": plan.owner_name, "container_id": plan.owner}
+    sharers = [p.dependent.name for p in plan.plans if p.dependent.id != plan.owner]
+    if sharers:
+        fields["shared_with"] = sharers
+    return fields
+
+
 def _transform(
-    plan: DependentPlan, keep: bool, kept: Kept | None, limit: int, overflow: list[int]
+    plan: FilePlan, keep: bool, kept: Mapping[str, Kept] | None, limit: int,
+    overflow: list[int],
 ) -> Callable[[bytes], bytes]:
     """The file's new content from its current one; a size past `limit` goes to overflow."""
     block = render_block(plan.lines(keep, kept))
@@ -504,7 +530,9 @@ def _untidy(content: bytes) -> bool:
     return False
 
 
-def changes(plan: DependentPlan, before: bytes, after: bytes) -> tuple[list[str], list[str], int]:
+def changes(
+    plan: DependentPlan | FilePlan, before: bytes, after: bytes
+) -> tuple[list[str], list[str], int]:
     """(lines added, lines of ours removed, count of other lines removed) between two
     versions of a file's block.
 
@@ -515,7 +543,8 @@ def changes(plan: DependentPlan, before: bytes, after: bytes) -> tuple[list[str]
     """
     old, new = block_lines(before), block_lines(after)
     old_set, new_set = set(old), set(new)
-    aliases = {link.spec.alias.encode("ascii") for link in plan.links}
+    plans = plan.plans if isinstance(plan, FilePlan) else (plan,)
+    aliases = {link.spec.alias.encode("ascii") for p in plans for link in p.links}
     removed: list[bytes] = []
     foreign = 0
     for raw in dict.fromkeys(old):

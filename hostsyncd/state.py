@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,9 @@ class LastWrite:
     foreign_removed: int = 0
 
 
-def dependent_view(plan: DependentPlan, last: LastWrite | None) -> dict[str, Any]:
+def dependent_view(plan: DependentPlan, last: LastWrite | None,
+                   sharers: Sequence[str] = ()) -> dict[str, Any]:
+    """`sharers`: the other dependents that read the same hosts file."""
     dep = plan.dependent
     return {
         "id": dep.id,
@@ -51,6 +54,7 @@ def dependent_view(plan: DependentPlan, last: LastWrite | None) -> dict[str, Any
         ],
         "invalid": [str(err) for err in plan.errors],
         "unmanaged": plan.unmanaged,
+        "hosts_file": {"of": plan.hosts_file_owner or dep.name, "shared_with": list(sharers)},
         "last_write": None if last is None else {
             "at": last.at, "added": last.added, "removed": last.removed,
             "foreign_removed": last.foreign_removed,
@@ -95,6 +99,17 @@ def _host_line(text: object) -> HostLine | None:
     if "%" in ip or not all(is_host_name(n) for n in split):
         return None
     return HostLine(str(address), split)
+
+
+def sharers(plans: Sequence[DependentPlan]) -> dict[str, list[str]]:
+    """For each dependent (by id), the other dependents that read the same hosts file."""
+    by_file: dict[str, list[str]] = {}
+    for plan in plans:
+        if plan.unmanaged is None:
+            by_file.setdefault(plan.hosts_file, []).append(plan.dependent.name)
+    return {plan.dependent.id: sorted(n for n in by_file.get(plan.hosts_file, ())
+                                      if n != plan.dependent.name)
+            for plan in plans}
 
 
 def write_atomically(path: Path, data: dict[str, Any]) -> None:

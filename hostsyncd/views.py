@@ -8,15 +8,26 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from hostsyncd.core.graph import DependentPlan
-from hostsyncd.state import dependent_view
+from hostsyncd.state import dependent_view, sharers
+
+
+def _file_note(name: str, of: str, shared_with: Iterable[str]) -> str:
+    """Whose hosts file a dependent reads, when it is not simply its own."""
+    others = ", ".join(shared_with)
+    if of != name:
+        return f", reads {of}'s hosts file" + (f" with {others}" if others else "")
+    return f", hosts file shared with {others}" if others else ""
 
 
 def graph_text(plans: Iterable[DependentPlan]) -> str:
     out = []
+    plans = list(plans)
+    shared = sharers(plans)
     for plan in sorted(plans, key=lambda p: p.dependent.name):
         dep = plan.dependent
+        note = _file_note(dep.name, plan.hosts_file_owner or dep.name, shared[dep.id])
         out.append(f"{dep.name} ({dep.state})"
-                   + (f": {plan.unmanaged}" if plan.unmanaged else ""))
+                   + (f": {plan.unmanaged}" if plan.unmanaged else note))
         for link in plan.links:
             if link.problem is None:
                 where = f"{link.network} " if link.network else ""
@@ -52,7 +63,10 @@ def graph_dot(plans: Iterable[DependentPlan]) -> str:
 
 
 def graph_json(plans: Iterable[DependentPlan]) -> str:
-    views = [dependent_view(p, None) for p in sorted(plans, key=lambda p: p.dependent.name)]
+    plans = list(plans)
+    shared = sharers(plans)
+    views = [dependent_view(p, None, shared[p.dependent.id])
+             for p in sorted(plans, key=lambda p: p.dependent.name)]
     for view in views:
         view.pop("last_write")
     return json.dumps({"dependents": views}, indent=1) + "\n"
@@ -117,6 +131,9 @@ def status_text(data: dict[str, Any]) -> str:
             written += f" (and {last['foreign_removed']} lines not ours removed)"
         if dep.get("unmanaged"):
             written = dep["unmanaged"]
+        elif dep.get("hosts_file"):
+            written += _file_note(dep["name"], dep["hosts_file"]["of"],
+                                  dep["hosts_file"]["shared_with"])
         out.append(f"{dep['name']} ({dep['id'][:12]}, {dep['state']}), {written}")
         for link in dep["links"]:
             if link["problem"]:

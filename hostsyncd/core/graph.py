@@ -50,6 +50,8 @@ class Resolution(NamedTuple):
 
 # Why a dependent's file is not written, though it has links.
 UNMANAGED_MOUNT = "mounts its own /etc/hosts; not managed"
+UNMANAGED_NO_OWNER = ("shares the network namespace of a container that is gone; no hosts "
+                      "file to write")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,13 @@ class DependentPlan:
     dependent: Container
     links: tuple[Resolution, ...]
     errors: tuple[SpecError, ...]
-    # Set when no file the dependent reads can be written (UNMANAGED_MOUNT): its links are
+    # Set when no file the dependent reads can be written (UNMANAGED_*): its links are
     # still resolved, for status and graph, but nothing is written for it.
     unmanaged: str | None = None
+    # The container whose hosts file the dependent reads: itself, or for `--network
+    # container:<x>` (a sidecar) the namespace's owner, whose file Docker mounts.
+    hosts_file: str = ""
+    hosts_file_owner: str = ""  # that container's name
 
     def lines(
         self, keep_stopped: bool = False, kept: Mapping[str, tuple[HostLine, ...]] | None = None
@@ -328,15 +334,69 @@ def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan 
     if value is None:
         return None
     specs, errors = parsed_label(value)
-    mine = _own_networks(snapshot, dependent)
+    owner = netns_owner(snapshot, dependent)
+    mine = network_keys(owner.endpoints) if owner is not None else frozenset()
     links = tuple(resolve(snapshot, dependent, s, mine) for s in specs)
-    return DependentPlan(dependent, links, errors,
-                         UNMANAGED_MOUNT if dependent.hosts_mounted else None)
+    unmanaged = None
+    if dependent.hosts_mounted or (owner is not None and owner.hosts_mounted):
+        unmanaged = UNMANAGED_MOUNT  # a sidecar of such an owner reads the owner's mount
+    elif owner is None:
+        unmanaged = UNMANAGED_NO_OWNER
+    return DependentPlan(dependent, links, errors, unmanaged,
+                         owner.id if owner is not None else dependent.id,
+                         owner.name if owner is not None else dependent.name)
 
 
 def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
     own = netns_owner(snapshot, dependent)
     return network_keys(own.endpoints) if own is not None else frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class FilePlan:
+    """One hosts file and every dependent that reads it: its owner (if a dependent) first,
+    then the sidecars that share its network namespace, by name. The file holds one block,
+    the union of their lines, each line once."""
+
+    owner: str  # the container id whose <containers_root>/<id>/hosts this is
+    plans: tuple[DependentPlan, ...]
+    owner_name: str = ""
+
+    def lines(self, keep_stopped: bool = False,
+              kept: Mapping[str, Mapping[str, tuple[HostLine, ...]]] | None = None
+              ) -> list[HostLine]:
+        out: dict[HostLine, None] = {}
+        for found in self.plans:
+            mine = kept.get(found.dependent.id) if kept else None
+            out.update(dict.fromkeys(found.lines(keep_stopped, mine)))
+        return list(out)
+
+    @property
+    def links(self) -> tuple[tuple[Resolution, ...], ...]:
+        return tuple(found.links for found in self.plans)
+
+    @property
+    def aliases(self) -> frozenset[str]:
+        return frozenset(link.spec.alias for found in self.plans for link in found.links)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(found.dependent.name for found in self.plans)
+
+
+def files_of(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> dict[str, FilePlan]:
+    """The managed plans grouped by the hosts file they read."""
+    grouped: dict[str, list[DependentPlan]] = defaultdict(list)
+    for found in plans:
+        if found.unmanaged is None:
+            grouped[found.hosts_file].append(found)
+    out = {}
+    for owner, group in grouped.items():
+        if len(group) > 1:
+            group.sort(key=lambda p: (p.dependent.id != owner, p.dependent.name))
+        found = snapshot.by_id.get(owner)
+        out[owner] = FilePlan(owner, tuple(group), found.name if found else owner[:12])
+    return out
 
 
 def waiting_dependents(

@@ -62,3 +62,47 @@ def test_a_host_network_dependent_gets_its_links(containers, daemon, wait_until)
     containers.start(db)
     wait_until(block_is(containers.hosts_path(web), [line(containers.ip(db), "data", db)]),
                what="the line back on db's new start")  # fmt: skip
+
+
+def test_sidecars_links_land_in_the_file_they_read_one_block_for_all(
+    containers, daemon, wait_until
+):
+    """`--network container:app` (compose `network_mode: service:app`) reads app's hosts
+    file; Docker writes none of its own. That file holds one block: the union of the links
+    of every container that reads it, each line once; a sidecar of a sidecar included."""
+    db = containers.run("db")
+    cache = containers.run("cache")
+    app = containers.run("app", labels={LINKS: db})
+    side = containers.run("side", labels={LINKS: f"{cache} {db}"}, network="container:app")
+    side2 = containers.run("side2", labels={LINKS: f"{db}:data"}, network=f"container:{side}")
+    d = daemon.start()
+    path = containers.hosts_path(app)
+
+    def want() -> list[str]:
+        return [line(containers.ip(db), db), line(containers.ip(cache), cache),
+                line(containers.ip(db), "data", db)]
+
+    wait_until(block_is(path, want()), what="one block with every sharer's links")
+    text = path.read_text()
+    assert text.count(line(containers.ip(db), db)) == 1, "each line once"
+    for reader in (app, side, side2):
+        assert containers.hosts(reader) == text, f"{reader} reads app's file"
+    # The lines follow a target like any other.
+    containers.stop(cache)
+    containers.run("squat")  # may take cache's old address
+    containers.start(cache)
+    wait_until(block_is(path, want()), what="the cache line following its restart")
+    # status and graph say who shares which file.
+    out = daemon.cli("status", "--config", str(d.config), "--json")
+    views = {v["name"]: v for v in json.loads(out.stdout)["dependents"]}
+    assert views[side]["hosts_file"] == {"of": app, "shared_with": sorted([app, side2])}
+    assert views[app]["hosts_file"] == {"of": app, "shared_with": sorted([side, side2])}
+    graph = daemon.cli("graph", "--config", str(d.config)).stdout
+    assert f"{side2} (running), reads {app}'s hosts file with " in graph
+    # The sidecar goes: its lines go, app's and side2's stay.
+    containers.rm(side2)
+    wait_until(block_is(path, [line(containers.ip(db), db), line(containers.ip(cache), cache)]),
+               what="side2's line gone, the others kept")  # fmt: skip
+    containers.rm(side)
+    wait_until(block_is(path, [line(containers.ip(db), db)]), what="only app's own line left")
+    assert not [e for e in d.logs() if e.get("level") == "error"]

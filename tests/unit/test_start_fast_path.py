@@ -125,7 +125,7 @@ def test_a_trigger_writes_the_address_the_engine_lists_not_the_files(tmp_path: P
     [early] = w.hints
     assert isinstance(early, EarlyStart)
     assert early.endpoints == (Endpoint("bridge", NET, "10.0.0.9"),)
-    assert [write.plan.dependent.name for write in early.writes] == ["web"]
+    assert [write.file.names for write in early.writes] == [("web",)]
     # The loop adopts it: its next pass agrees with the write instead of undoing it.
     w.rec.started(early)
     assert w.rec.writes == 1
