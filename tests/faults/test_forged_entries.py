@@ -32,9 +32,10 @@ pytestmark = pytest.mark.engine
 MODES = ("remove", "keep")
 # Rounds of the rebuild look-alike per forged address.
 ROUNDS = 3
-# The watch reads every 2 ms; on a loaded 2-core machine a few reads come late, but 99% of
-# the gaps between reads must stay short, or the watch could have missed a window.
-MAX_GAP_P99_MS = 25
+# The watch sleeps 2 ms between reads; on a loaded 2-core machine (load average 10 was
+# seen here) some reads come late. 99% of the gaps between reads must stay under 50 ms, the
+# window the trust rule allows a speculative address, or the watch could have missed one.
+MAX_GAP_P99_MS = 50
 
 
 def forged_addresses(net: Any) -> list[str]:
