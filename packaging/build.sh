@@ -173,8 +173,10 @@ build_debs() {
         start=$SECONDS
         # --volatile=overlay: the root is the lower layer of a tmpfs overlay, so the build
         # leaves it as it was. Only /src (this work tree) is written.
+        # A name of its own: builds in other work trees may use the same root at once.
         systemd-nspawn --quiet --register=no --keep-unit --volatile=overlay --pipe \
-            --private-network -D "$root" --bind="$top:/src" --chdir=/src \
+            --private-network -D "$root" -M "hsdbuild-$release-$$" \
+            --bind="$top:/src" --chdir=/src \
             --setenv=LANG=C.UTF-8 --setenv=DEB_MAINTAINER="${DEB_MAINTAINER:-}" \
             --setenv=PIP_NO_INPUT=1 --setenv=PIP_DISABLE_PIP_VERSION_CHECK=1 \
             -- /bin/bash packaging/build.sh deb-in-root "$release" "$downloads" ||
