@@ -4,7 +4,6 @@ for each Debian release in RELEASES, each test that takes `built` runs for each.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import tomllib
 from pathlib import Path
@@ -21,20 +20,8 @@ def debs() -> dict[str, Built]:
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     arch = run(tool("dpkg"), "--print-architecture").stdout.strip()
     start = time.monotonic()
-    # The roots the live tests boot, made (when not cached yet) while `make deb` makes and
-    # uses the build roots: cold, that saves a few of the ten minutes; warm, it costs
-    # nothing. test_systemd_live asks debroot.sh again and gets the path at once.
-    roots = [subprocess.Popen([REPO / "packaging/debroot.sh", release, "run"],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for release in RELEASES]
-    try:
-        # Cold (no cached roots, no wheels), this makes a root per release first: minutes.
-        run(tool("make"), "--no-print-directory", "deb", cwd=REPO, timeout=1800)
-    finally:
-        for proc in roots:
-            _, err = proc.communicate(timeout=900)
-            assert proc.returncode == 0, f"{proc.args} exited {proc.returncode}: {err}"
+    # Cold (no cached roots, no wheels), this makes a root per release first: minutes.
+    run(tool("make"), "--no-print-directory", "deb", cwd=REPO, timeout=1800)
     seconds = time.monotonic() - start
     built = {}
     for release, (debian, python) in RELEASES.items():
