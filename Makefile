@@ -48,12 +48,14 @@ clean:
 	rm -rf $(VENV) build dist *.egg-info
 
 # Release artifacts (packaging/README.md): `make dist` puts a wheel and an sdist in dist/,
-# `make deb` dist/hostsyncd_<version>_<arch>.deb. Both skip the work when nothing changed.
+# `make deb` dist/hostsyncd_<version>+deb12_<arch>.deb and +deb13, each built in a root of
+# its Debian release (cached in /var/cache/hostsyncd-roots). Both skip the work when nothing
+# changed.
 .PHONY: dist deb
 
 dist: venv
 	@PY=$(PY) packaging/build.sh dist
 
 deb: dist
-	@scripts/ensure-deps.sh python deb
+	@scripts/ensure-deps.sh deb
 	@packaging/build.sh deb

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hostsyncd import __version__
 from hostsyncd import logging as hlog
-from hostsyncd.config import Config, ConfigError, default_path, load
+from hostsyncd.config import Config, ConfigError, ConfigUnreadable, load, locate
 
 EXIT_CONFIG = 2
 EXIT_ENGINE = 3
@@ -18,7 +18,8 @@ EXIT_WRITES = 4
 EXIT_NOT_RUNNING = 5
 EXIT_CLUSTER = 6
 
-CONFIG_HELP = "config file (default: $HOSTSYNCD_CONFIG, else /etc/hostsyncd/config.toml)"
+CONFIG_HELP = ("config file (default: $HOSTSYNCD_CONFIG, else /etc/hostsyncd/config.toml, "
+               "else the defaults)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,14 +48,24 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path: Path = getattr(args, "config", None) or getattr(args, "file", None) or default_path()
+    path, named = locate(getattr(args, "config", None) or getattr(args, "file", None))
+    # Every key has a default, so no file at the default path means the defaults. A file
+    # that was named (--config, $HOSTSYNCD_CONFIG) and is missing is a mistake to report.
     try:
-        config = load(path)
+        config = load(path, missing_ok=not named)
+    except ConfigUnreadable as exc:
+        # `status` only needs the state file's path, and anyone may read that file: a user
+        # who may not read the config (it can hold etcd credentials) gets the default one.
+        if args.command != "status" or named:
+            print(f"hostsyncd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return _status(Config(), args.json, note=f"{exc}; used the default state_file")
     except ConfigError as exc:
         print(f"hostsyncd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
-        print(f"{path}: OK")
+        print(f"{path}: OK" if named or path.exists() else
+              f"{path}: no such file; every key has its default")
         return 0
     if args.command == "status":
         return _status(config, args.json)
@@ -65,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _graph(config, args.format)
     from hostsyncd.daemon import Daemon
 
-    return Daemon(config, reload_config=lambda: load(path)).run()
+    return Daemon(config, reload_config=lambda: load(path, missing_ok=not named)).run()
 
 
 def _sync(config: Config) -> int:
@@ -114,7 +125,7 @@ def _graph(config: Config, fmt: str) -> int:
     return 0
 
 
-def _status(config: Config, raw: bool) -> int:
+def _status(config: Config, raw: bool, note: str = "") -> int:
     from hostsyncd import state, views
 
     try:
@@ -122,6 +133,8 @@ def _status(config: Config, raw: bool) -> int:
     except (OSError, ValueError) as exc:
         print(f"hostsyncd: no state from a running daemon at {config.daemon.state_file}: {exc}",
               file=sys.stderr)
+        if note:  # the config named another state_file, perhaps
+            print(f"hostsyncd: ({note})", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if not _alive(int(data.get("pid", 0))):
         print(f"hostsyncd: the daemon that wrote {config.daemon.state_file} "

@@ -32,8 +32,21 @@ def _absolute(path: Path) -> Path:
 AbsolutePath = Annotated[Path, AfterValidator(_absolute)]
 
 
+def _no_password(url: str) -> None:
+    """URLs end up in the state file, which every user may read (state.py): a password in
+    one would be shown to all. etcd's has keys of its own (password_file)."""
+    userinfo = url.partition("://")[2].split("/", 1)[0].rpartition("@")[0]
+    if ":" in userinfo:
+        raise ValueError("must not hold a password (user:password@): it would be shown "
+                         "to every user by `hostsyncd status`")
+
+
 class ConfigError(Exception):
     """A config that can't be used; the message is meant for the operator as is."""
+
+
+class ConfigUnreadable(ConfigError):
+    """The file is there but cannot be read (permissions, I/O): `status` can do without it."""
 
 
 class _Section(BaseModel):
@@ -50,6 +63,7 @@ class DockerConfig(_Section):
     def _known_scheme(cls, url: str) -> str:
         if not url.startswith(("unix://", "tcp://", "http://", "https://", "ssh://")):
             raise ValueError("must start with unix://, tcp://, http://, https:// or ssh://")
+        _no_password(url)
         return url
 
 
@@ -103,6 +117,7 @@ class ClusterConfig(_Section):
         for url in endpoints:
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL of host:port")
+            _no_password(url)
         return [url.rstrip("/") for url in endpoints]
 
     @field_validator("prefix")
@@ -144,11 +159,26 @@ def default_path() -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
 
 
-def load(path: Path) -> Config:
+def locate(given: Path | None) -> tuple[Path, bool]:
+    """The file to read, and whether it was named: by the command line (`given`), else by
+    $HOSTSYNCD_CONFIG. Only a file that was named must exist."""
+    if given is not None:
+        return given, True
+    env = os.environ.get(ENV_VAR)
+    return (Path(env), True) if env else (DEFAULT_PATH, False)
+
+
+def load(path: Path, *, missing_ok: bool = False) -> Config:
+    """The config in `path`. With `missing_ok`, a file that does not exist gives the
+    defaults (every key has one); any other failure to read it is still an error."""
     try:
         raw = path.read_bytes()
-    except OSError as exc:
+    except FileNotFoundError as exc:
+        if missing_ok:
+            return Config()
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise ConfigUnreadable(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -2,6 +2,11 @@
 
 It lives under /run/hostsyncd, not in a bind mount, so it is replaced atomically: a reader
 never sees half of it.
+
+`hostsyncd status` works for any user, including one who may not read the config: the file
+is 0644 and a directory made for it 0755, whatever the daemon's umask (the unit's is 0077).
+That is safe because it holds no secret: names, addresses, counts, and URLs that the config
+forbids to carry a password (config.py); etcd credentials never get here.
 """
 
 from __future__ import annotations
@@ -112,8 +117,19 @@ def sharers(plans: Sequence[DependentPlan]) -> dict[str, list[str]]:
             for plan in plans}
 
 
+def _make_dirs(directory: Path) -> None:
+    """Create `directory` and missing parents, each 0755 (readable by all, see above). An
+    existing directory keeps the mode its owner gave it."""
+    if directory.is_dir():
+        return
+    _make_dirs(directory.parent)
+    with contextlib.suppress(FileExistsError):
+        directory.mkdir()
+        os.chmod(directory, 0o755)
+
+
 def write_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as out:

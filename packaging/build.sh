@@ -2,25 +2,35 @@
 # Release artifacts; `make dist` and `make deb` call this.
 #
 #   packaging/build.sh dist   wheel and sdist of hostsyncd in dist/ (python -m build)
-#   packaging/build.sh deb    dist/hostsyncd_<version>_<arch>.deb (needs the wheel)
+#   packaging/build.sh deb    one .deb per Debian release (needs the wheel):
+#                               dist/hostsyncd_<version>+deb12_<arch>.deb  bookworm, Python 3.11
+#                               dist/hostsyncd_<version>+deb13_<arch>.deb  trixie, Python 3.13
+#                             $DEB_RELEASES picks some ("bookworm trixie" by default).
 #
 # Each step records a hash of its inputs under build/ and does nothing when the artifact
 # is there and its inputs have not changed. The .deb's third-party wheels are kept in
 # build/wheelhouse/, by lock file and interpreter, so a rebuild compiles nothing.
 #
-# The .deb holds a venv at /opt/hostsyncd, made from Debian's /usr/bin/python3. A venv is
-# not relocatable, so it is built in a staging tree (build/deb/root/opt/hostsyncd), then
-# every place that names the staging path (script shebangs, pyvenv.cfg, activate scripts)
-# is rewritten to /opt/hostsyncd, and the bytecode is compiled with /opt/hostsyncd as its
-# source path. The build fails if the staging path is left anywhere in the tree. Nothing
-# is written outside the work tree: the build machine's /opt is never touched.
+# A .deb holds a venv at /opt/hostsyncd, made from its release's /usr/bin/python3, and
+# compiled modules built against that release's libraries. So each is built inside a root
+# of its release (packaging/debroot.sh, cached outside the work tree), under
+# systemd-nspawn on a throwaway overlay, with the work tree bound at /src and no network:
+# the third-party distributions are downloaded beforehand, here, for that interpreter.
+#
+# A venv is not relocatable, so it is built in a staging tree
+# (build/deb-<release>/root/opt/hostsyncd), then every place that names the staging path
+# (script shebangs, pyvenv.cfg, activate scripts) is rewritten to /opt/hostsyncd, and the
+# bytecode is compiled with /opt/hostsyncd as its source path. The build fails if the
+# staging path is left anywhere in the tree. Nothing is written outside the work tree but
+# the cached roots.
 set -euo pipefail
 umask 022
 cd "$(dirname "$0")/.."
 top=$PWD
 
-SYSTEM_PYTHON=/usr/bin/python3 # what the package runs on; see Depends in control.in
-PY=${PY:-.venv/bin/python}     # the project venv: runs python -m build
+SYSTEM_PYTHON=/usr/bin/python3 # what the package runs on, inside its release's root
+PY=${PY:-.venv/bin/python}     # the project venv: runs python -m build and pip download
+RELEASES=${DEB_RELEASES:-bookworm trixie}
 
 log() { echo "build.sh: $*" >&2; }
 die() {
@@ -91,48 +101,136 @@ check_lock() {
         die "$lock does not match pyproject.toml's requirements: run packaging/lock.sh"
 }
 
-build_deb() {
-    [ -x "$SYSTEM_PYTHON" ] || die "$SYSTEM_PYTHON not found (apt-get install python3)"
-    local arch pyver deb hash
-    arch=$(dpkg --print-architecture)
-    pyver=$("$SYSTEM_PYTHON" -c 'import platform; print(platform.python_version())')
-    case $pyver in
-        3.11.*) ;;
-        *) die "$SYSTEM_PYTHON is Python $pyver; the package is made for 3.11 (Debian 12)" ;;
+# release -> Debian version number and the Python it ships.
+release_number() {
+    case $1 in
+        bookworm) echo 12 ;;
+        trixie) echo 13 ;;
+        *) die "unknown release '$1' (bookworm or trixie)" ;;
     esac
-    deb=dist/hostsyncd_${version}_${arch}.deb
+}
+release_python() {
+    case $1 in
+        bookworm) echo 3.11 ;;
+        trixie) echo 3.13 ;;
+    esac
+}
+
+deb_path() { # release arch
+    echo "dist/hostsyncd_${version}+deb$(release_number "$1")_$2.deb"
+}
+
+# The third-party distributions of the lock, as wheels for the release's interpreter where
+# PyPI has them, else as sdists (systemd-python) to build inside the root. Fetched here,
+# with this machine's pip and its network settings, because the build root has no network.
+fetch_downloads() { # release arch -> prints the directory
+    local release=$1 arch=$2 pyver machine dir tag
+    pyver=$(release_python "$release")
+    tag=${pyver/./}
+    machine=$(uname -m)
+    dir=build/downloads/$(inputs_hash packaging/requirements.lock -- "$arch" "$pyver")
+    if [ ! -f "$dir/.complete" ]; then
+        [ -x "$PY" ] || die "$PY not found: run 'make venv' first"
+        log "downloading the locked distributions for Python $pyver into $dir"
+        rm -rf "$dir"
+        local platforms=() glibc
+        # manylinux wheels up to the release's glibc (2.36 in bookworm, 2.41 in trixie).
+        glibc=$([ "$release" = bookworm ] && echo 36 || echo 41)
+        for ((minor = 5; minor <= glibc; minor++)); do
+            platforms+=(--platform "manylinux_2_${minor}_$machine")
+        done
+        platforms+=(--platform "manylinux2014_$machine" --platform "linux_$machine")
+        "$PY" -m pip download -q --disable-pip-version-check --no-deps --dest "$dir" \
+            --implementation cp --python-version "$pyver" --abi "cp$tag" --abi abi3 \
+            --abi none "${platforms[@]}" -r packaging/requirements.lock >&2 ||
+            die "pip download failed"
+        touch "$dir/.complete"
+    fi
+    echo "$dir"
+}
+
+# On the build machine: for each release, unless its .deb is up to date, make (or reuse)
+# its build root and run build_deb_in_root there.
+build_debs() {
     [ -f "$wheel" ] || die "$wheel not found: run 'make dist' first"
     check_lock
+    command -v systemd-nspawn >/dev/null ||
+        die "systemd-nspawn not found (scripts/ensure-deps.sh deb)"
+    local arch release root hash deb downloads start
+    arch=$(dpkg --print-architecture)
+    for release in $RELEASES; do
+        release_number "$release" >/dev/null
+        deb=$(deb_path "$release" "$arch")
+        root=$(packaging/debroot.sh "$release" build)
+        hash=$(inputs_hash "$wheel" packaging systemd config.example.toml README.md \
+            -- "$arch" "$release" "$(cat "$root/.hostsyncd-root")" "${DEB_MAINTAINER:-}")
+        if up_to_date "build/deb-$release.inputs" "$hash" "$deb"; then
+            log "$deb is up to date"
+            continue
+        fi
+        rm -f "build/deb-$release.inputs"
+        downloads=$(fetch_downloads "$release" "$arch")
+        start=$SECONDS
+        # --volatile=overlay: the root is the lower layer of a tmpfs overlay, so the build
+        # leaves it as it was. Only /src (this work tree) is written.
+        # A name of its own: builds in other work trees may use the same root at once.
+        systemd-nspawn --quiet --register=no --keep-unit --volatile=overlay --pipe \
+            --private-network -D "$root" -M "hsdbuild-$release-$$" \
+            --bind="$top:/src" --chdir=/src \
+            --setenv=LANG=C.UTF-8 --setenv=DEB_MAINTAINER="${DEB_MAINTAINER:-}" \
+            --setenv=PIP_NO_INPUT=1 --setenv=PIP_DISABLE_PIP_VERSION_CHECK=1 \
+            -- /bin/bash packaging/build.sh deb-in-root "$release" "$downloads" ||
+            die "the build in the $release root failed"
+        [ -f "$deb" ] || die "the build in the $release root made no $deb"
+        echo "$hash" >"build/deb-$release.inputs"
+        log "built $deb in the $release root in $((SECONDS - start)) s"
+    done
+}
 
-    hash=$(inputs_hash "$wheel" packaging systemd config.example.toml README.md \
-        -- "$arch" "$pyver" "${DEB_MAINTAINER:-}")
-    if up_to_date build/deb.inputs "$hash" "$deb"; then
-        log "$deb is up to date"
-        return
-    fi
-    rm -f build/deb.inputs
+# Inside the release's root (/src is the work tree): the venv, the tree, the .deb.
+build_deb_in_root() {
+    local release=$1 downloads=$2
+    [ -x "$SYSTEM_PYTHON" ] || die "$SYSTEM_PYTHON not found (apt-get install python3)"
+    local arch pyver minor next number deb unitdir
+    arch=$(dpkg --print-architecture)
+    number=$(release_number "$release")
+    pyver=$("$SYSTEM_PYTHON" -c 'import platform; print(platform.python_version())')
+    minor=$(release_python "$release")
+    case $pyver in
+        "$minor".*) ;;
+        *) die "$SYSTEM_PYTHON is Python $pyver; $release ships $minor" ;;
+    esac
+    next=${minor%.*}.$((${minor#*.} + 1))
+    deb=$(deb_path "$release" "$arch")
+    # Debian 13 ships units in /usr/lib (merged /usr); 12 still in /lib.
+    unitdir=/lib/systemd/system
+    [ "$number" -ge 13 ] && unitdir=/usr/lib/systemd/system
 
-    local stage=$top/build/deb/root
+    local work=$top/build/deb-$release
+    local stage=$work/root
     local venv=$stage/opt/hostsyncd
-    rm -rf build/deb
+    rm -rf "$work"
     mkdir -p "$stage"
 
     # The venv has no pip of its own: Debian's pip wheel (python3-pip-whl, which
-    # python3-venv pulls in) runs straight from the archive, inside the venv's interpreter.
+    # python3-venv pulls in) runs straight from the archive.
     local pipwhl
     pipwhl=$(find /usr/share/python-wheels -name 'pip-*.whl' 2>/dev/null | sort -V | tail -n1)
     [ -n "$pipwhl" ] || die "Debian's pip wheel is missing (apt-get install python3-venv)"
     "$SYSTEM_PYTHON" -m venv --without-pip "$venv"
     local pip=("$venv/bin/python" "$pipwhl/pip" --disable-pip-version-check -q)
 
-    # Third-party wheels, built once per lock file and interpreter (systemd-python compiles
-    # against libsystemd-dev and python3-dev).
+    # Third-party wheels, built once per lock file and interpreter, offline, from what
+    # fetch_downloads got (systemd-python compiles against libsystemd-dev and python3-dev;
+    # its build backend, setuptools, is Debian's, run by the system interpreter).
     local wheelhouse
     wheelhouse=build/wheelhouse/$(inputs_hash packaging/requirements.lock -- "$arch" "$pyver")
     if [ ! -f "$wheelhouse/.complete" ]; then
         log "building the dependency wheels into $wheelhouse"
         rm -rf "$wheelhouse"
-        "${pip[@]}" wheel --no-deps -r packaging/requirements.lock -w "$wheelhouse"
+        "$SYSTEM_PYTHON" "$pipwhl/pip" --disable-pip-version-check -q wheel --no-index \
+            --no-build-isolation --use-pep517 --find-links "$downloads" --no-deps \
+            -r packaging/requirements.lock -w "$wheelhouse"
         touch "$wheelhouse/.complete"
     fi
     "${pip[@]}" install --no-index --no-deps --no-compile --find-links "$wheelhouse" \
@@ -153,7 +251,7 @@ build_deb() {
         -s "$stage" -p / "$venv/lib" >/dev/null
 
     # The rest of the tree.
-    install -D -m 0644 systemd/hostsyncd.service "$stage/lib/systemd/system/hostsyncd.service"
+    install -D -m 0644 systemd/hostsyncd.service "$stage$unitdir/hostsyncd.service"
     install -D -m 0644 config.example.toml "$stage/etc/hostsyncd/config.toml"
     mkdir -p "$stage/usr/bin"
     ln -s /opt/hostsyncd/bin/hostsyncd "$stage/usr/bin/hostsyncd"
@@ -163,22 +261,25 @@ build_deb() {
     find "$stage" -type d -exec chmod 0755 {} +
     find "$stage" -type f -perm /111 -exec chmod 0755 {} +
     find "$stage" -type f ! -perm /111 -exec chmod 0644 {} +
+    # The config may hold etcd credentials (cluster.password): root's alone. `hostsyncd
+    # status` does without it (cli.py).
+    chmod 0600 "$stage/etc/hostsyncd/config.toml"
 
-    if grep -rlF "$stage" "$stage" >build/deb/leftover-paths.txt; then
-        head build/deb/leftover-paths.txt >&2
+    if grep -rlF "$stage" "$stage" >"$work/leftover-paths.txt"; then
+        head "$work/leftover-paths.txt" >&2
         die "the staging path $stage is still named in the files above"
     fi
 
     # Shared-library dependencies of the compiled modules, as dpkg-shlibdeps works them out.
     local sofiles=() shlibs
     mapfile -t sofiles < <(find "$stage" -type f -name '*.so*' | LC_ALL=C sort)
-    mkdir -p build/deb/shlibdeps/debian
+    mkdir -p "$work/shlibdeps/debian"
     printf 'Source: hostsyncd\n\nPackage: hostsyncd\nArchitecture: any\n' \
-        >build/deb/shlibdeps/debian/control
-    (cd build/deb/shlibdeps && dpkg-shlibdeps -O "${sofiles[@]/#/-e}") \
-        >build/deb/shlibdeps.out 2>build/deb/shlibdeps.err ||
-        { cat build/deb/shlibdeps.err >&2; die "dpkg-shlibdeps failed"; }
-    shlibs=$(sed -n 's/^shlibs:Depends=//p' build/deb/shlibdeps.out)
+        >"$work/shlibdeps/debian/control"
+    (cd "$work/shlibdeps" && dpkg-shlibdeps -O "${sofiles[@]/#/-e}") \
+        >"$work/shlibdeps.out" 2>"$work/shlibdeps.err" ||
+        { cat "$work/shlibdeps.err" >&2; die "dpkg-shlibdeps failed"; }
+    shlibs=$(sed -n 's/^shlibs:Depends=//p' "$work/shlibdeps.out")
     case $shlibs in
         *libsystemd0*) ;;
         *) die "dpkg-shlibdeps found no libsystemd0 dependency (got '$shlibs')" ;;
@@ -188,9 +289,10 @@ build_deb() {
     local debian=$stage/DEBIAN size
     mkdir -p "$debian"
     size=$(du -sk --apparent-size --exclude=DEBIAN "$stage" | cut -f1)
-    sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" \
+    sed -e "s|@VERSION@|$version+deb$number|" -e "s|@ARCH@|$arch|" \
         -e "s|@MAINTAINER@|${DEB_MAINTAINER:-hostsyncd maintainers <root@localhost>}|" \
         -e "s|@INSTALLED_SIZE@|$size|" -e "s|@SHLIBS_DEPENDS@|$shlibs|" \
+        -e "s|@PYTHON@|$minor|g" -e "s|@PYTHON_NEXT@|$next|g" \
         packaging/debian/control.in >"$debian/control"
     echo /etc/hostsyncd/config.toml >"$debian/conffiles"
     install -m 0755 packaging/debian/postinst packaging/debian/prerm packaging/debian/postrm \
@@ -205,15 +307,15 @@ build_deb() {
     env -u SOURCE_DATE_EPOCH dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb.tmp" \
         >/dev/null
     mv "$deb.tmp" "$deb"
-    echo "$hash" >build/deb.inputs
     log "built $deb ($(du -h "$deb" | cut -f1), installed size ${size} KiB)"
 }
 
 case ${1:-} in
     dist) build_dist ;;
-    deb) build_deb ;;
+    deb) build_debs ;;
+    deb-in-root) build_deb_in_root "$2" "$3" ;;
     *)
-        echo "usage: $0 dist|deb" >&2
+        echo "usage: $0 dist|deb" >&2 # (deb-in-root: build_debs runs it in the root)
         exit 2
         ;;
 esac

@@ -12,8 +12,9 @@
 #     docs     graphviz
 #     etcd     etcd-server etcd-client             the private etcd cluster of the cluster
 #                                                  tests (scripts/etcdcluster.py)
-#     deb      dpkg-dev systemd-container          `make deb` (dpkg-shlibdeps); its tests
-#                                                  boot a systemd (systemd-nspawn)
+#     deb      mmdebstrap systemd-container        `make deb`: a root per Debian release
+#                                                  (packaging/debroot.sh), the build in it
+#                                                  and the tests' systemd (systemd-nspawn)
 set -euo pipefail
 
 declare -A groups=(
@@ -22,7 +23,7 @@ declare -A groups=(
     [journald]="systemd"
     [docs]="graphviz"
     [etcd]="etcd-server etcd-client"
-    [deb]="dpkg-dev systemd-container"
+    [deb]="mmdebstrap systemd-container"
 )
 
 wanted=("$@")

@@ -23,7 +23,7 @@ example() {  # $1 DOCKER_HOST, $2 image
     docker run -d --name mysql $2 sleep 3600
     docker run -d --name web -l hostsyncd.links=mysql:db $2 sleep 3600; sleep 1; docker exec web cat /etc/hosts
 
-  Then 'docker restart mysql' and read web's /etc/hosts again: the db line follows.
+  Then 'docker restart -t 0 mysql' (busybox ignores SIGTERM) and read web's /etc/hosts again: the db line follows.
 
 TXT
 }

@@ -19,13 +19,29 @@ REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "systemd" / "hostsyncd.service"
 
 
+# The Debian releases a package is built for: (Debian version, the python3 it ships).
+RELEASES = {"bookworm": ("12", "3.11"), "trixie": ("13", "3.13")}
+
+
 @dataclass(frozen=True)
 class Built:
-    """What `make deb` made (the session fixture `built` in conftest.py)."""
+    """One of the packages `make deb` made (the session fixture `built` in conftest.py)."""
 
     deb: Path
-    version: str
-    seconds: float
+    version: str  # hostsyncd's; the package's is <version>+deb<debian>
+    seconds: float  # of the whole `make deb`
+    release: str
+    debian: str
+    python: str
+
+    @property
+    def unit_dir(self) -> str:
+        # Debian 13 ships units under /usr (merged /usr); Debian 12 still in /lib.
+        return "/usr/lib/systemd/system" if int(self.debian) >= 13 else "/lib/systemd/system"
+
+    @property
+    def deb_version(self) -> str:
+        return f"{self.version}+deb{self.debian}"
 
 # Tools come from scripts/ensure-deps.sh, which `make test` runs first. A missing one is a
 # broken setup: fail, never skip.
@@ -33,7 +49,7 @@ _TOOL_PACKAGES = {
     "systemd-analyze": "systemd",
     "dpkg-deb": "dpkg",
     "dpkg-query": "dpkg",
-    "dpkg-shlibdeps": "dpkg-dev",
+    "mmdebstrap": "mmdebstrap",
     "apt-get": "apt",
     "make": "make",
     "dpkg": "dpkg",

@@ -1,4 +1,6 @@
-"""`make deb`: build the package, install it with apt, use it, purge it.
+"""`make deb`: the packages as built (each release's), and the one for this machine's
+release installed with apt, used and purged. test_systemd_live.py does the same for every
+release, under systemd in that release's root.
 
 This installs the package on the machine running the tests (as root, like the rest of the
 suite) and purges it again, so it refuses to run where hostsyncd is already installed
@@ -10,6 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +25,6 @@ PACKAGE = "hostsyncd"
 VENV = Path("/opt/hostsyncd")
 BIN = Path("/usr/bin/hostsyncd")
 CONFIG = Path("/etc/hostsyncd/config.toml")
-UNIT_PATH = Path("/lib/systemd/system/hostsyncd.service")
 ENABLED_LINK = Path("/etc/systemd/system/multi-user.target.wants/hostsyncd.service")
 APT = ("-o", "DPkg::Lock::Timeout=120", "-y", "-q")
 
@@ -35,7 +39,8 @@ def purge() -> None:
 
 
 @pytest.fixture(scope="module")
-def install(built: Built) -> Iterator[Built]:
+def install(host_built: Built) -> Iterator[Built]:
+    built = host_built
     tool("apt-get")
     if installed():
         pytest.fail(f"{PACKAGE} is already installed here; this test installs and purges it. "
@@ -64,19 +69,33 @@ def test_control_fields(built: Built):
     fields = run(tool("dpkg-deb"), "--field", built.deb).stdout
     control = dict(re.findall(r"^([\w-]+): (.*)$", fields, re.MULTILINE))
     assert control["Package"] == PACKAGE
-    assert control["Version"] == built.version
+    assert control["Version"] == built.deb_version
     depends = [dep.strip() for dep in control["Depends"].split(",")]
-    assert "python3 (>= 3.11)" in depends
-    assert "python3 (<< 3.12)" in depends
+    major, minor = built.python.split(".")
+    assert f"python3 (>= {built.python})" in depends
+    assert f"python3 (<< {major}.{int(minor) + 1})" in depends
     assert any(dep.startswith("libsystemd0") for dep in depends), depends
     conffiles = run(tool("dpkg-deb"), "--info", built.deb, "conffiles").stdout.split()
     assert conffiles == [str(CONFIG)]
 
 
+def test_config_is_shipped_for_root_alone(built: Built, tmp_path: Path):
+    tar_path = tmp_path / "fs.tar"
+    with tar_path.open("wb") as out:
+        out.write(subprocess.run([tool("dpkg-deb"), "--fsys-tarfile", str(built.deb)],
+                                 capture_output=True, check=True).stdout)
+    with tarfile.open(tar_path) as tar:
+        member = tar.getmember("./etc/hostsyncd/config.toml")
+    assert (member.mode, member.uname, member.gname) == (0o600, "root", "root")
+
+
 def test_contents(built: Built, tmp_path: Path):
     tree = tmp_path / "tree"
     run(tool("dpkg-deb"), "--extract", built.deb, tree)
-    assert (tree / "lib/systemd/system/hostsyncd.service").read_bytes() == UNIT.read_bytes()
+    unit = tree / built.unit_dir.lstrip("/") / "hostsyncd.service"
+    assert unit.read_bytes() == UNIT.read_bytes()
+    units = list(tree.rglob("hostsyncd.service"))
+    assert units == [unit], units
     assert (tree / "etc/hostsyncd/config.toml").read_bytes() == (
         REPO / "config.example.toml"
     ).read_bytes()
@@ -85,6 +104,12 @@ def test_contents(built: Built, tmp_path: Path):
         "#!/opt/hostsyncd/bin/python\n"
     )
     assert os.readlink(tree / "opt/hostsyncd/bin/python3") == "/usr/bin/python3"
+    site = tree / f"opt/hostsyncd/lib/python{built.python}/site-packages"
+    assert (site / "hostsyncd").is_dir(), f"no hostsyncd in {site}"
+    # Compiled modules for that interpreter and no other.
+    tags = {p.name.split(".")[-2] for p in site.rglob("*.so") if p.name.count(".") >= 2}
+    abi = "cpython-" + built.python.replace(".", "")
+    assert tags and all(tag.startswith(abi) for tag in tags), tags
     assert not list((tree / "opt/hostsyncd").rglob("pip")), "pip is a build tool only"
     # The venv was built elsewhere: no file may still name the work tree.
     needle = str(REPO).encode()
@@ -111,7 +136,7 @@ def test_venv_runs_on_debian_python_with_the_pinned_versions(install: Built):
     info = json.loads(run(VENV / "bin/python", "-c", probe).stdout)
     assert info["prefix"] == str(VENV)
     assert info["base"] == "/usr"
-    assert info["version"] == [3, 11]
+    assert info["version"] == [int(part) for part in install.python.split(".")]
     lock = {}
     for line in (REPO / "packaging/requirements.lock").read_text().splitlines():
         if line and not line.startswith("#"):
@@ -126,18 +151,22 @@ def test_conffile_registered(install: Built):
     conffiles = run(tool("dpkg-query"), "--show", fmt, PACKAGE).stdout.split()
     assert str(CONFIG) in conffiles
     assert CONFIG.read_bytes() == (REPO / "config.example.toml").read_bytes()
+    # It may hold etcd credentials: root's alone (`hostsyncd status` does without it).
+    mode = CONFIG.stat()
+    assert (stat.S_IMODE(mode.st_mode), mode.st_uid, mode.st_gid) == (0o600, 0, 0)
 
 
 def test_installed_unit(install: Built):
     # The unit as shipped, now that its ExecStart exists.
-    assert UNIT_PATH.read_bytes() == UNIT.read_bytes()
-    proc = run(tool("systemd-analyze"), "verify", UNIT_PATH, check=False)
+    unit_path = Path(install.unit_dir) / "hostsyncd.service"
+    assert unit_path.read_bytes() == UNIT.read_bytes()
+    proc = run(tool("systemd-analyze"), "verify", unit_path, check=False)
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stderr
-    service = parse_unit(UNIT_PATH.read_text())["Service"]
+    service = parse_unit(unit_path.read_text())["Service"]
     assert service["ExecStart"][0].split()[0] == str(BIN)
     # Enabled by deb-systemd-helper even though no systemd runs here; started only where
     # /run/systemd/system exists.
-    assert ENABLED_LINK.is_symlink() and os.readlink(ENABLED_LINK) == str(UNIT_PATH)
+    assert ENABLED_LINK.is_symlink() and os.readlink(ENABLED_LINK) == str(unit_path)
 
 
 def test_no_files_outside_the_package(install: Built):
@@ -177,5 +206,6 @@ def test_zz_purge(install: Built):
     assert not installed()
     proc = run(tool("dpkg"), "-L", PACKAGE, check=False)
     assert proc.returncode != 0 and not proc.stdout.strip(), proc.stdout
-    for path in (VENV, CONFIG.parent, BIN, UNIT_PATH, ENABLED_LINK, state):
+    unit_path = Path(install.unit_dir) / "hostsyncd.service"
+    for path in (VENV, CONFIG.parent, BIN, unit_path, ENABLED_LINK, state):
         assert not os.path.lexists(path), f"{path} left behind by purge"

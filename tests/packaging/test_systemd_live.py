@@ -1,16 +1,19 @@
 """The package under a real systemd.
 
-No systemd runs as PID 1 on this machine, so this boots one: this machine's own OS tree,
-systemd 252 included, in a container (systemd-nspawn on a tmpfs overlay of /, inside a
-private mount namespace, with a private network: nothing it writes reaches the host's disk,
-and everything it mounted goes away with it). The test engine's socket and containers
-directory are bound in where Docker keeps them, so the daemon runs with the shipped config
-against a real engine. docker.service is a stand-in there, to exercise the unit's ordering.
+No systemd runs as PID 1 on this machine, so this boots one, for each Debian release a
+package is built for: a minimal root of that release (packaging/debroot.sh: systemd,
+python3, procps, apt, nothing else), in a container (systemd-nspawn on a tmpfs overlay of
+the cached root, inside a private mount namespace, with a private network: nothing it
+writes reaches the disk, and everything it mounted goes away with it). The test engine's
+socket and containers directory are bound in where Docker keeps them, so the daemon runs
+with the shipped config against a real engine. docker.service is a stand-in there, to
+exercise the unit's ordering.
 
-In that machine the .deb is installed with apt, so its maintainer scripts run where
-systemd runs, and then everything that static checks can't show is checked on the live
-service: Type=notify start-up, the sandbox as applied, links being written from inside it,
-native journald entries, reload, the watchdog, the engine's unit stopping, stop and purge.
+In that machine the release's .deb is installed with apt, offline, so its Depends must be
+met by the release itself, and its maintainer scripts run where systemd runs, and then
+everything that static checks can't show is checked on the live service: Type=notify
+start-up, the sandbox as applied, links being written from inside it, native journald
+entries, reload, the watchdog, the engine's unit stopping, stop and purge.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hsd_pkgtest import Built, run, tool
+from hsd_pkgtest import REPO, Built, run, tool
 
 LINKS_LABEL = "hostsyncd.links"
 APT = "apt-get -o DPkg::Lock::Timeout=60 -y -q"
@@ -40,7 +43,7 @@ set -e
 ovl={ovl}
 mount -t tmpfs -o size=2g tmpfs "$ovl"
 mkdir "$ovl/upper" "$ovl/work" "$ovl/root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$ovl/upper,workdir=$ovl/work" "$ovl/root"
+mount -t overlay overlay -o "lowerdir={lower},upperdir=$ovl/upper,workdir=$ovl/work" "$ovl/root"
 root=$ovl/root
 printf '[Unit]\nDescription=stand-in engine\n[Service]\nExecStart=/bin/sleep infinity\n' \
     >"$root/etc/systemd/system/docker.service"
@@ -55,12 +58,14 @@ exec systemd-nspawn --quiet -D "$root" --boot --register=no --keep-unit --link-j
 
 
 class Machine:
-    def __init__(self, built: Built, engine: Any, workdir: Path) -> None:
+    def __init__(self, built: Built, engine: Any, workdir: Path, lower: Path) -> None:
+        self.built = built
         self.name = f"hsdpkg{os.getpid()}"
         self.log = workdir / "nspawn.log"
         ovl = workdir / "ovl"
         ovl.mkdir()
         script = BOOT.format(ovl=shlex.quote(str(ovl)), deb=shlex.quote(str(built.deb)),
+                             lower=shlex.quote(str(lower)),
                              name=self.name, socket=shlex.quote(str(engine.socket_path)),
                              containers=shlex.quote(str(engine.containers_root)))
         with self.log.open("wb") as log:
@@ -138,9 +143,12 @@ class Machine:
 @pytest.fixture(scope="module")
 def machine(built: Built, engine: Any, tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Machine]:
-    for name in ("systemd-nspawn", "unshare", "nsenter"):
+    for name in ("systemd-nspawn", "unshare", "nsenter", "mmdebstrap"):
         tool(name)
-    box = Machine(built, engine, tmp_path_factory.mktemp("nspawn"))
+    # Cached outside the work tree; made (about 30 s) on the first run only.
+    lower = Path(run(REPO / "packaging/debroot.sh", built.release, "run",
+                     timeout=900).stdout.strip())
+    box = Machine(built, engine, tmp_path_factory.mktemp(f"nspawn-{built.release}"), lower)
     try:
         box.boot()
         # The maintainer scripts enable and start the service because systemd runs here.
@@ -162,6 +170,18 @@ def test_installed_enabled_and_started(machine: Machine):
     # Type=notify: "active" means the daemon sent READY=1. STATUS= got through as well.
     assert state["StatusText"], state
     assert state["WatchdogUSec"] == "30s"
+
+
+def test_the_release_s_python_runs_it(machine: Machine):
+    built = machine.built
+    assert machine.out("dpkg-query", "-W", "-f=${Version}", "hostsyncd") == built.deb_version
+    assert machine.out("hostsyncd", "--version") == f"hostsyncd {built.version}"
+    version = machine.out("/opt/hostsyncd/bin/python", "-c",
+                          "import sys; print('%d.%d' % sys.version_info[:2])")
+    assert version == built.python == machine.out(
+        "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])")
+    unit = f"{built.unit_dir}/hostsyncd.service"
+    assert machine.props("hostsyncd.service", "FragmentPath")["FragmentPath"] == unit
 
 
 def test_sandbox_as_applied(machine: Machine):
@@ -208,6 +228,21 @@ def test_links_written_from_inside_the_sandbox(machine: Machine, containers: Any
     # changes at most once a second, so it may be a moment behind the file.
     wait_until(lambda: web in machine.out("hostsyncd", "status"), timeout=5,
                what=f"{web} in `hostsyncd status`")
+
+
+def test_status_for_a_user_who_cannot_read_the_config(machine: Machine, wait_until: Any):
+    # The config may hold etcd credentials: root's alone. The state file holds none.
+    assert machine.out("stat", "-c", "%a %U", "/etc/hostsyncd/config.toml") == "600 root"
+    assert machine.out("stat", "-c", "%a", "/run/hostsyncd", "/run/hostsyncd/state.json"
+                       ).split() == ["755", "644"]
+    nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    denied = machine.run(*nobody, "cat", "/etc/hostsyncd/config.toml", check=False)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+    status = machine.run(*nobody, "hostsyncd", "status", check=False)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("hostsyncd pid "), status.stdout
+    as_json = json.loads(machine.out(*nobody, "hostsyncd", "status", "--json"))
+    assert as_json["pid"] == int(service(machine)["MainPID"])
 
 
 def test_reload(machine: Machine):
