@@ -295,9 +295,9 @@ class Reconciler:
                 result.written += 1
                 if drifted and not changed:
                     self._count_repair(plan, now, reports)
-            elif outcome is False and drifted and self._fighting(cid) and cid not in self._due:
-                self._calmed(plan, reports)  # found as we left it (not a race): calm again
-            elif outcome is None:
+            elif outcome is False and drifted and self._fighting(cid):
+                self._calmed(plan, reports)  # found as we left it: calm again
+            elif outcome is None and cid not in self._due and not self._fighting(cid):
                 result.failed.append(cid)
                 self._queue(cid, now + self.config.sync.retry_interval)
             if self._fighting(cid) and cid not in self._due:
@@ -378,8 +378,9 @@ class Reconciler:
     def _write(
         self, plan: FilePlan, reports: list[Callable[[], None]], expect_change: bool
     ) -> bool | None:
-        """True if written, False if already right (or not there), None if it failed.
-        What is to be logged about it is appended to `reports`."""
+        """True if written, False if already right (or not there), None if it failed or
+        someone else was writing the file at the same moment (raced: not known to be
+        right). What is to be logged about it is appended to `reports`."""
         fid = plan.owner
         fields = _fields(plan)
         keep = self.config.links.on_target_stop == "keep"
@@ -409,10 +410,10 @@ class Reconciler:
         else:
             self._races.pop(fid, None)
             self._applied[fid] = plan.links
-        if not result.changed:
-            return False
-        self.writes += 1
-        return True
+        if result.changed:
+            self.writes += 1
+            return True
+        return None if result.raced else False
 
     # -- a container fighting us --------------------------------------------------------
 
