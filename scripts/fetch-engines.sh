@@ -49,9 +49,9 @@ ready() {  # ready VERSION: the unpacked engine is there and its dockerd runs
 }
 
 fetch() {  # fetch VERSION
-    local version=$1 suite=${suites[$1]} work dir
+    local version=$1 suite=${suites[$1]}
+    # Global, so the EXIT trap removes it also when a failure ends the script (set -e).
     work=$(mktemp -d "$CACHE/.fetch-$version.XXXXXX")
-    trap 'rm -rf "$work"' RETURN
     mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/debs" "$work/out/bin"
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(mirror) $suite main" \
         >"$work/sources.list"
@@ -104,7 +104,12 @@ fetch() {  # fetch VERSION
     rm -rf "${CACHE:?}/$version"
     mv "$work/out" "$CACHE/$version"
     echo "fetch-engines: $said in $CACHE/$version" >&2
+    rm -rf "$work"
+    work=
 }
+
+work=
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
 
 mkdir -p "$CACHE"
 for version in "${wanted[@]}"; do
@@ -122,6 +127,8 @@ for version in "${wanted[@]}"; do
     # One fetch at a time per cache (parallel `make test` runs share it).
     exec 9>"$CACHE/.lock"
     flock 9
-    ready "$version" || fetch "$version"
+    if ! ready "$version"; then
+        fetch "$version"  # not in an || list: set -e must hold inside it
+    fi
     exec 9>&-
 done
