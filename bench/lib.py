@@ -31,6 +31,13 @@ sys.path.insert(1, str(ROOT))
 from privengine import PrivateEngine  # noqa: E402
 
 ENGINE_ROOT = Path(os.environ.get("HSD_BENCH_ROOT", "/tmp/hsdbench"))
+# The bench engine of each version of the engine matrix (tests/conftest.py): root, bridge,
+# CIDR. $HSD_BENCH_ROOT, $HSD_BENCH_BRIDGE and $HSD_BENCH_CIDR override the chosen one's.
+ENGINES = {
+    "20.10": (ENGINE_ROOT, "hsdbench0", "10.234.0.1/24"),
+    "26": (Path("/tmp/hsdbench-26"), "hsdbench26", "10.245.0.1/24"),
+    "28": (Path("/tmp/hsdbench-28"), "hsdbench28", "10.246.0.1/24"),
+}
 IMAGE = "hsdtest/busybox:1"
 # Parallel API clients for creating and removing many containers: on these 2-core machines
 # 4 workers halve the ~0.4 s a container takes one by one.
@@ -43,9 +50,18 @@ PROFILE = os.environ.get("HSD_BENCH_PROFILE", "")
 class Bench:
     """One private engine and one docker-py client for a benchmark run."""
 
-    def __init__(self, root: Path = ENGINE_ROOT, bridge: str = "hsdbench0",
-                 cidr: str = "10.234.0.1/24") -> None:
-        self.engine = PrivateEngine(root, bridge=bridge, cidr=cidr)
+    def __init__(self, root: Path | None = None, bridge: str | None = None,
+                 cidr: str | None = None, engine: str = "20.10") -> None:
+        if engine not in ENGINES:
+            raise ValueError(f"unknown engine {engine!r}; known: {', '.join(ENGINES)}")
+        default_root, default_bridge, default_cidr = ENGINES[engine]
+        if root is None:  # the matrix's bench engine, which the environment may move
+            env = os.environ.get
+            root = Path(env("HSD_BENCH_ROOT") or default_root)
+            bridge = bridge or env("HSD_BENCH_BRIDGE") or default_bridge
+            cidr = cidr or env("HSD_BENCH_CIDR") or default_cidr
+        self.engine = PrivateEngine(root, bridge=bridge or default_bridge,
+                                    cidr=cidr or default_cidr, engine=engine)
         self.engine.ensure_running()
         self.engine.ensure_image(IMAGE)
         self.api = docker.APIClient(base_url=self.engine.host, version="auto", timeout=60)

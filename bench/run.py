@@ -5,6 +5,8 @@
     python3 bench/run.py              the full suite (about 20-30 minutes)
     python3 bench/run.py --quick      fewer cycles and sizes: a smoke check (a few minutes)
     python3 bench/run.py --only fanout,footprint
+    python3 bench/run.py --engine 26  on Docker 26 (or 28; default 20.10): the engine matrix
+                                      of tests/conftest.py, one bench engine per version
     python3 bench/run.py --profile    attach py-spy to every daemon; the top functions of
                                       each profile go into the JSON (perturbs the timings)
 
@@ -378,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {ORDER}")
     parser.add_argument("--profile", action="store_true", help="py-spy on every daemon")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--engine", default="20.10", choices=list(lib.ENGINES),
+                        help="the engine version to measure on (default 20.10)")
     args = parser.parse_args(argv)
     names = [n for n in args.only.split(",") if n] or list(ORDER)
     unknown = set(names) - set(ORDER)
@@ -386,9 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         lib.PROFILE = os.environ["HSD_BENCH_PROFILE"] = "py-spy"
     params = QUICK if args.quick else FULL
-    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+    stamp = (time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "")
+             + ("" if args.engine == "20.10" else f"-docker{args.engine}"))
     workroot = Path(tempfile.mkdtemp(prefix=f"hsdbench-{stamp}-"))
-    bench = Bench()
+    bench = Bench(engine=args.engine)
     stale = _leftovers(bench)
     if stale:
         print(f"removing {len(stale)} containers an earlier run left behind", flush=True)
@@ -444,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         png_path = None  # type: ignore[assignment]
     # The README's table comes from full runs of everything only.
     table = args.out / ("latest.md" if not args.quick and names == list(ORDER)
-                        else f"{stamp}.md")
+                        and args.engine == "20.10" else f"{stamp}.md")
     table.write_text(markdown(rows, meta))
     print()
     print(plain(rows))

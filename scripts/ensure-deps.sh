@@ -15,6 +15,9 @@
 #     deb      mmdebstrap systemd-container        `make deb`: a root per Debian release
 #                                                  (packaging/debroot.sh), the build in it
 #                                                  and the tests' systemd (systemd-nspawn)
+#     engines  (needs engine) Docker 26 and 28 for the test matrix, fetched from Debian 13
+#              and unstable by scripts/fetch-engines.sh into /var/cache/hostsyncd-engines
+#              (apt's own state untouched); quick when they are there already
 set -euo pipefail
 
 declare -A groups=(
@@ -28,11 +31,18 @@ declare -A groups=(
 
 wanted=("$@")
 if [ "${#wanted[@]}" -eq 0 ]; then
-    wanted=(engine python journald docs deb etcd)
+    wanted=(engine python journald docs deb etcd engines)
 fi
+
+fetch_engines=false
 
 packages=()
 for group in "${wanted[@]}"; do
+    if [ "$group" = engines ]; then
+        # Not Debian 12 packages: unpacked beside them, after them (docker-init is theirs).
+        fetch_engines=true
+        group=engine
+    fi
     if [ -z "${groups[$group]+set}" ]; then
         echo "ensure-deps: unknown group '$group' (known: ${!groups[*]})" >&2
         exit 2
@@ -51,16 +61,17 @@ for pkg in "${packages[@]}"; do
     fi
 done
 
-if [ "${#missing[@]}" -eq 0 ]; then
-    exit 0
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "ensure-deps: missing ${missing[*]}; run as root to install them" >&2
+        exit 1
+    fi
+    echo "ensure-deps: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "ensure-deps: missing ${missing[*]}; run as root to install them" >&2
-    exit 1
+if "$fetch_engines"; then
+    "$(dirname "$0")/fetch-engines.sh"
 fi
-
-echo "ensure-deps: installing ${missing[*]}" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -25,15 +25,26 @@ Beyond the basic recipe:
   default ``/tmp/hsdtest``); for a longer root it is ``/tmp/hsdx-<8 hex of sha256(root)>``
   instead. ``<root>/docker.sock`` itself must stay under 104 characters.
 
+Engine versions: ``engine="20.10"`` (the default) runs the machine's own ``dockerd``
+(Debian 12's docker.io). ``"26"`` and ``"28"`` run the binaries scripts/fetch-engines.sh
+unpacked from Debian 13 and unstable into ``$HSD_ENGINES_CACHE`` (default
+/var/cache/hostsyncd-engines): their ``bin/`` (dockerd, docker-proxy, docker-init,
+containerd, containerd-shim-runc-v2, nothing else, so runc stays Debian 12's) goes first on
+dockerd's PATH, which is how dockerd finds its containerd and containerd its shim. Any
+number of engines, of any versions, run at once as long as each has its own root, bridge
+and CIDR. An engine found answering at a root that was started with another version is
+stopped and started again with the one asked for.
+
 CLI::
 
-    python3 scripts/privengine.py start  --root DIR [--bridge B --cidr C] [--image TAG]
+    python3 scripts/privengine.py start  --root DIR [--bridge B --cidr C] [--engine V]
+                                         [--image TAG]
     python3 scripts/privengine.py stop   --root DIR
     python3 scripts/privengine.py status --root DIR
 
 `start` prints `DOCKER_HOST=...` and `CONTAINERS_ROOT=...` lines (for `eval`). Without
 --bridge/--cidr the CLI uses what the engine at that root was last started with (kept in
-<root>/engine.json), else hsdtest0 and 10.231.0.1/24.
+<root>/engine.json), else hsdtest0 and 10.231.0.1/24; likewise --engine (else 20.10).
 """
 
 from __future__ import annotations
@@ -61,6 +72,11 @@ DEFAULT_CIDR = "10.231.0.1/24"
 DEFAULT_IMAGE = "hsdtest/busybox:1"
 BUSYBOX = Path("/bin/busybox")
 NAMESPACE = "hsdtest"
+# The engines the test matrix knows: "20.10" is the machine's own (Debian 12), the others
+# are fetched by scripts/fetch-engines.sh.
+SYSTEM_ENGINE = "20.10"
+ENGINES = ("20.10", "26", "28")
+ENGINES_CACHE = Path(os.environ.get("HSD_ENGINES_CACHE") or "/var/cache/hostsyncd-engines")
 
 _MAX_EXEC_ROOT = 18  # len(exec_root) + len("/libnetwork/") + 64 + len(".sock") < 100
 _MAX_SOCKET = 104
@@ -105,11 +121,27 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
+def engine_bin(version: str) -> Path | None:
+    """The directory to put first on dockerd's PATH for this engine version (None: the
+    machine's own dockerd)."""
+    if version == SYSTEM_ENGINE:
+        return None
+    if version not in ENGINES:
+        raise EngineError(f"unknown engine version {version!r} (known: {', '.join(ENGINES)})")
+    bin_dir = ENGINES_CACHE / version / "bin"
+    if not (bin_dir / "dockerd").exists() or not (bin_dir / "containerd").exists():
+        raise EngineError(f"Docker {version} is not in {ENGINES_CACHE / version}: "
+                          f"run scripts/fetch-engines.sh {version} (or scripts/ensure-deps.sh)")
+    return bin_dir
+
+
 class PrivateEngine:
-    def __init__(self, root: Path, bridge: str = DEFAULT_BRIDGE, cidr: str = DEFAULT_CIDR) -> None:
+    def __init__(self, root: Path, bridge: str = DEFAULT_BRIDGE, cidr: str = DEFAULT_CIDR,
+                 engine: str = SYSTEM_ENGINE) -> None:  # fmt: skip
         self.root = Path(root).absolute()
         self.bridge = bridge
         self.cidr = cidr
+        self.version = engine
         self.socket_path = self.root / "docker.sock"
         if len(str(self.socket_path)) >= _MAX_SOCKET:
             raise EngineError(f"socket path too long for a unix socket: {self.socket_path}")
@@ -233,15 +265,18 @@ class PrivateEngine:
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return locked(self._lockfile)
 
+    def _runs_other_version(self) -> bool:
+        return self.saved_settings(self.root).get("engine", SYSTEM_ENGINE) != self.version
+
     def ensure_running(self, timeout: float = 90) -> None:
         """Reuse an engine that answers; otherwise clean up and start dockerd fresh."""
-        if self.ping():
+        if self.ping() and not self._runs_other_version():
             return
         with self._locked():
-            if self.ping():
+            if self.ping() and not self._runs_other_version():
                 return
             pid = self.pid()
-            if pid is not None:
+            if pid is not None and not self._runs_other_version():
                 # Maybe still starting (another run launched it a moment ago).
                 deadline = time.monotonic() + min(20.0, timeout / 2)
                 while time.monotonic() < deadline and alive(pid):
@@ -314,8 +349,17 @@ class PrivateEngine:
             _ip("addr", "add", self.cidr, "dev", self.bridge, check=False)
         _ip("link", "set", self.bridge, "up")
 
+    def _path(self) -> str:
+        """dockerd's PATH: the engine's own bin directory first, if it has one."""
+        path = os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin"
+        for needed in ("/usr/sbin", "/sbin"):  # runc, ip, iptables
+            if needed not in path.split(":"):
+                path += ":" + needed
+        bin_dir = engine_bin(self.version)
+        return path if bin_dir is None else f"{bin_dir}:{path}"
+
     def _command(self) -> list[str]:
-        dockerd = shutil.which("dockerd")
+        dockerd = shutil.which("dockerd", path=self._path())
         if dockerd is None:
             raise EngineError("dockerd not found: run scripts/ensure-deps.sh")
         return [
@@ -337,13 +381,15 @@ class PrivateEngine:
         for path in (self.root, self.data_root, self.exec_root):
             path.mkdir(parents=True, exist_ok=True)
         cmd = self._command()
-        settings = {"bridge": self.bridge, "cidr": self.cidr, "exec_root": str(self.exec_root)}
+        settings = {"bridge": self.bridge, "cidr": self.cidr, "exec_root": str(self.exec_root),
+                    "engine": self.version}
         self.settings_file.write_text(json.dumps(settings) + "\n")
         with self.logfile.open("ab") as log:
             log.write(f"\n=== {time.strftime('%F %T')} starting: {' '.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(
                 cmd,
+                env={**os.environ, "PATH": self._path()},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -383,6 +429,7 @@ class PrivateEngine:
             "containers_root": str(self.containers_root),
             "exec_root": str(self.exec_root),
             "bridge": self.bridge,
+            "engine": self.version,
             "log": str(self.logfile),
         }
 
@@ -450,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         if name == "start":
             p.add_argument("--image", default=DEFAULT_IMAGE)
+            p.add_argument("--engine", choices=ENGINES,
+                           help=f"default: the last one used for this root, else {SYSTEM_ENGINE}")
     args = parser.parse_args(argv)
     try:
         saved = PrivateEngine.saved_settings(args.root)
@@ -457,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             args.root,
             args.bridge or saved.get("bridge", DEFAULT_BRIDGE),
             args.cidr or saved.get("cidr", DEFAULT_CIDR),
+            getattr(args, "engine", None) or saved.get("engine", SYSTEM_ENGINE),
         )
         if args.command == "start":
             engine.ensure_running()

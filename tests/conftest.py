@@ -4,14 +4,21 @@ Nothing here starts an engine unless a test asks for `engine` (directly or throu
 `containers`, `networks` or `daemon`), so unit tests stay engine-free.
 
 Integration fixtures:
-- `engine`: the private engine of scripts/privengine.py at $HSD_TEST_ROOT (default
-  /tmp/hsdtest; bridge $HSD_TEST_BRIDGE, address $HSD_TEST_CIDR), started once and reused
-  across runs. If it cannot start, tests using it fail (never skip).
+- `engine`: a private engine of scripts/privengine.py, started once and reused across
+  runs; `engine.version` is "20.10", "26" or "28". Tests using it run once per engine of
+  the matrix (`--engines 20.10,26` or $HSD_ENGINES; default all three; ids end in
+  `[docker26]` and the like), except tests/cluster, which stays on 20.10. Each version has
+  its own root, bridge and CIDR (MATRIX below; 20.10's at $HSD_TEST_ROOT, default
+  /tmp/hsdtest, bridge $HSD_TEST_BRIDGE, address $HSD_TEST_CIDR; 26's and 28's at
+  $HSD_TEST_ROOT_26 and so on). If an engine cannot start, tests using it fail (never
+  skip).
 - `containers`: `containers.run("web", labels=...)` runs a container named
   `<prefix>web`, where the prefix (`t<6 hex>-`) is unique to the test; everything it ran
   is removed at teardown. Helpers take short or full names.
 - `networks`: `networks.create("n1", ipv6=True)` makes `<prefix>n1` with subnet
-  10.233.<x>.0/24 (and fd00:231:<x in hex>::/64), removed at teardown.
+  10.233.<x>.0/24 (and fd00:231:<x in hex>::/64), removed at teardown. x is one that no
+  route on the machine uses and that no network of this process holds, whatever its
+  engine: engines do not see each other's subnets, so only that keeps them apart.
 - `daemon`: `daemon.start(**config)` runs `python -m hostsyncd run --config ...` with
   JSON logs captured; `daemon.cli(...)` runs one-shot commands.
 - `wait_until(fn, timeout=10, interval=0.02, what=...)`.
@@ -125,15 +132,67 @@ def wait_until_fixture() -> Callable[..., Any]:
 # -- engine -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def engine() -> Any:
-    root = Path(os.environ.get("HSD_TEST_ROOT") or "/tmp/hsdtest")
-    eng = privengine.PrivateEngine(
-        root,
-        bridge=os.environ.get("HSD_TEST_BRIDGE") or privengine.DEFAULT_BRIDGE,
-        cidr=os.environ.get("HSD_TEST_CIDR") or privengine.DEFAULT_CIDR,
+# The engine matrix: every engine version with the root, bridge and CIDR of its private
+# engine. 20.10 is the machine's own dockerd (Debian 12); 26 and 28 are Debian 13's and
+# unstable's, fetched by scripts/fetch-engines.sh. $HSD_TEST_ROOT, $HSD_TEST_BRIDGE and
+# $HSD_TEST_CIDR override 20.10's, and the same names with _26 or _28 appended the others'.
+MATRIX = {
+    "20.10": ("/tmp/hsdtest", "hsdtest0", "10.231.0.1/24"),
+    "26": ("/tmp/hsdtest-26", "hsdtest26", "10.238.0.1/24"),
+    "28": ("/tmp/hsdtest-28", "hsdtest28", "10.239.0.1/24"),
+}
+# Suites that stay on 20.10 whatever the matrix says: the cluster suite's three hosts.
+SINGLE_ENGINE_DIRS = ("cluster",)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--engines",
+        default=None,
+        help="comma-separated engine versions the engine tests run against (of "
+        f"{', '.join(MATRIX)}); default $HSD_ENGINES, else all of them",
     )
-    return started_engine(eng, f"private Docker engine at {root}")
+
+
+def selected_engines(config: pytest.Config) -> list[str]:
+    raw = config.getoption("--engines") or os.environ.get("HSD_ENGINES") or ",".join(MATRIX)
+    versions = [v.strip() for v in raw.split(",") if v.strip()]
+    unknown = [v for v in versions if v not in MATRIX]
+    if unknown or not versions:
+        raise pytest.UsageError(f"unknown engine(s) {unknown or raw!r}; known: {', '.join(MATRIX)}")
+    return list(dict.fromkeys(versions))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # Every test that uses the engine (directly or through containers, networks, daemon)
+    # runs once per selected engine; the id shows which ("...[docker26]"). Session scope:
+    # pytest groups the tests by engine, so each engine starts once per run.
+    if "engine" not in metafunc.fixturenames:
+        return
+    if Path(str(metafunc.definition.path)).parent.name in SINGLE_ENGINE_DIRS:
+        return
+    versions = selected_engines(metafunc.config)
+    metafunc.parametrize("engine", versions, indirect=True, scope="session",
+                         ids=[f"docker{v}" for v in versions])  # fmt: skip
+
+
+def engine_settings(version: str) -> tuple[Path, str, str]:
+    """(root, bridge, cidr) of this version's private test engine, env overrides applied."""
+    root, bridge, cidr = MATRIX[version]
+    suffix = "" if version == privengine.SYSTEM_ENGINE else f"_{version}"
+    return (
+        Path(os.environ.get(f"HSD_TEST_ROOT{suffix}") or root),
+        os.environ.get(f"HSD_TEST_BRIDGE{suffix}") or bridge,
+        os.environ.get(f"HSD_TEST_CIDR{suffix}") or cidr,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> Any:
+    version = getattr(request, "param", privengine.SYSTEM_ENGINE)
+    root, bridge, cidr = engine_settings(version)
+    eng = privengine.PrivateEngine(root, bridge=bridge, cidr=cidr, engine=version)
+    return started_engine(eng, f"private Docker {version} engine at {root}")
 
 
 def started_engine(eng: Any, what: str) -> Any:
@@ -175,10 +234,16 @@ class Net:
 
 
 class Networks:
+    # The x of every 10.233.<x>.0/24 this process created and has not removed yet, on any
+    # engine: another engine's network may not have a route yet (its bridge comes with
+    # its first container on some versions).
+    _taken: set[int] = set()  # noqa: RUF012 - shared on purpose
+
     def __init__(self, engine: Any, prefix: str) -> None:
         self.engine = engine
         self.prefix = prefix
         self.created: list[str] = []
+        self._xs: dict[str, int] = {}
 
     def name(self, short: str) -> str:
         if short in BUILTIN_NETWORKS or short.startswith(self.prefix):
@@ -197,7 +262,7 @@ class Networks:
         full = self.name(name)
         last_error = ""
         for _ in range(8):
-            free = sorted(set(range(10, 250)) - self._used_x())
+            free = sorted(set(range(10, 250)) - self._used_x() - Networks._taken)
             x = free[secrets.randbelow(len(free))]
             subnet, subnet6 = f"10.233.{x}.0/24", f"fd00:231:{x:x}::/64" if ipv6 else None
             cmd = ["network", "create", "--subnet", subnet]
@@ -206,6 +271,8 @@ class Networks:
             proc = self.engine.docker(*cmd, *args, full, check=False)
             if proc.returncode == 0:
                 self.created.append(full)
+                self._xs[full] = x
+                Networks._taken.add(x)
                 return Net(full, x, subnet, subnet6)
             last_error = proc.stderr.decode(errors="replace")
             if "overlap" not in last_error.lower():
@@ -218,11 +285,13 @@ class Networks:
         for name in reversed(self.created):
             proc = self.engine.docker("network", "inspect", "-f", "{{json .Containers}}", name,
                                       check=False)  # fmt: skip
-            if proc.returncode != 0:
+            if proc.returncode != 0:  # gone already (the test removed it)
+                Networks._taken.discard(self._xs.pop(name, -1))
                 continue
             for cid in json.loads(proc.stdout or b"{}") or {}:
                 self.engine.docker("network", "disconnect", "-f", name, cid, check=False)
-            self.engine.docker("network", "rm", name, check=False)
+            if self.engine.docker("network", "rm", name, check=False).returncode == 0:
+                Networks._taken.discard(self._xs.pop(name, -1))
 
 
 @pytest.fixture

@@ -22,6 +22,9 @@ class Problem(Enum):
     NOT_RUNNING = "target is not running"
     HOST_NETWORK = "target uses the host's network and has no address of its own"
     NO_ADDRESS = "target has no address on a usable network"
+    # On no network at all: disconnected from every one, which is also how a stop begins on
+    # Docker 26 and newer (they release the networks before the `die` event; 20.10 after).
+    DETACHED = "target is on no network"
     NOT_ON_NETWORK = "target is not on the pinned network"
     NOT_PUBLISHED = "that node publishes no container of this name"
     AMBIGUOUS = "published by several nodes; name one as node/target"
@@ -29,7 +32,10 @@ class Problem(Enum):
 
 
 # Problems of a target that was there and went: what `on_target_stop = "keep"` papers over.
-GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED})
+# DETACHED too: on Docker 26 and newer a stopping target is first seen without networks,
+# and the lines dropped then would be gone by the time its `die` says it stopped.
+GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED,
+                  Problem.DETACHED})
 
 
 class Resolution(NamedTuple):
@@ -285,6 +291,9 @@ def resolve(
             continue
         if owner.network_mode == "host":
             problem = Problem.HOST_NETWORK
+            continue
+        if not owner.endpoints:
+            problem = Problem.DETACHED
             continue
         chosen = choose_endpoint(owner.endpoints, mine, spec.network)
         if isinstance(chosen, Problem):

@@ -230,3 +230,142 @@ def test_event_with_missing_parts() -> None:
     ev = event_from_raw({"Type": "network", "Action": "connect", "Actor": {"Attributes": None}})
     assert ev is not None
     assert (ev.container_id, ev.network_id) == ("", "")
+
+
+# --- API 1.52 (Docker 29) ----------------------------------------------------------------
+# Docker 29 serves API 1.44 and newer only. From 1.52 its events have no `status`, `id` or
+# `from`, and its list has no top-level `NetworkSettings.IPAddress` (nor the other legacy
+# top-level address fields). Payloads below are shaped as 1.52 sends them; the "poisoned"
+# ones carry the dropped fields with values that contradict the ones that remain, so a
+# reader that still looked at them would get the wrong answer here.
+
+
+def listed_152(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "Id": CID,
+        "Names": ["/db"],
+        "Image": "mysql:8",
+        "ImageID": "sha256:" + "e5" * 32,
+        "Command": "sleep 3600",
+        "Created": 1700000000,
+        "Ports": [],
+        "Labels": {"hostsyncd.links": "cache:c"},
+        "State": "running",
+        "Status": "Up 2 minutes",
+        "HostConfig": {"NetworkMode": "backend", "Annotations": None},
+        "NetworkSettings": {
+            "Networks": {
+                "backend": {
+                    "IPAMConfig": None,
+                    "Links": None,
+                    "Aliases": None,
+                    "MacAddress": "02:42:0a:02:00:02",
+                    "DriverOpts": None,
+                    "GwPriority": 0,
+                    "NetworkID": NET_ID,
+                    "EndpointID": "f6" * 32,
+                    "Gateway": "10.2.0.1",
+                    "IPAddress": "10.2.0.2",
+                    "IPPrefixLen": 24,
+                    "IPv6Gateway": "fd00::1",
+                    "GlobalIPv6Address": "fd00::2",
+                    "GlobalIPv6PrefixLen": 64,
+                    "DNSNames": None,
+                }
+            }
+        },
+        "Mounts": [],
+    }
+    raw.update(overrides)
+    return raw
+
+
+def test_api_152_list_entry_without_top_level_address() -> None:
+    raw = listed_152()
+    assert "IPAddress" not in raw["NetworkSettings"]
+    c = container_from_list(raw)
+    assert (c.id, c.name, c.state, c.network_mode) == (CID, "db", "running", "backend")
+    assert c.endpoints == (Endpoint("backend", NET_ID, "10.2.0.2", "fd00::2"),)
+    assert c.has_address
+
+
+def test_api_152_addresses_come_from_the_networks_only() -> None:
+    # Older engines also had top-level fields (the default bridge's address): poisoned here.
+    raw = listed_152()
+    raw["NetworkSettings"].update(
+        {"IPAddress": "10.9.9.9", "GlobalIPv6Address": "fd00::99", "Gateway": "10.9.9.1",
+         "Bridge": "", "EndpointID": "x"}
+    )
+    c = container_from_list(raw)
+    assert c.endpoints == (Endpoint("backend", NET_ID, "10.2.0.2", "fd00::2"),)
+    assert "10.9.9.9" not in repr(c)
+
+
+def test_api_152_stopped_container_has_no_address_even_with_a_top_level_one() -> None:
+    raw = listed_152(State="exited")
+    raw["NetworkSettings"]["IPAddress"] = "10.9.9.9"
+    raw["NetworkSettings"]["Networks"]["backend"].update(IPAddress="", GlobalIPv6Address="")
+    c = container_from_list(raw)
+    assert not c.has_address
+
+
+EVENTS_152 = [
+    # (1.52 event, type, action, container id, network id, name)
+    ({"Type": "container", "Action": "start",
+      "Actor": {"ID": CID, "Attributes": {"name": "db", "image": "mysql:8",
+                                          "hostsyncd.links": "cache"}},
+      "scope": "local", "time": 1700000000, "timeNano": 1700000000000000001},
+     "container", "start", CID, "", "db"),
+    ({"Type": "container", "Action": "rename",
+      "Actor": {"ID": CID, "Attributes": {"name": "db2", "oldName": "/db"}},
+      "scope": "local", "time": 1700000000, "timeNano": 2},
+     "container", "rename", CID, "", "db2"),
+    ({"Type": "container", "Action": "destroy",
+      "Actor": {"ID": CID, "Attributes": {"name": "db", "image": "mysql:8"}},
+      "scope": "local", "time": 1700000000, "timeNano": 3},
+     "container", "destroy", CID, "", "db"),
+    ({"Type": "network", "Action": "connect",
+      "Actor": {"ID": NET_ID, "Attributes": {"container": CID, "name": "backend",
+                                             "type": "bridge"}},
+      "scope": "local", "time": 1700000000, "timeNano": 4},
+     "network", "connect", CID, NET_ID, ""),
+    ({"Type": "network", "Action": "disconnect",
+      "Actor": {"ID": NET_ID, "Attributes": {"container": CID, "name": "backend",
+                                             "type": "bridge"}},
+      "scope": "local", "time": 1700000000, "timeNano": 5},
+     "network", "disconnect", CID, NET_ID, ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("raw", "kind", "action", "cid", "net_id", "name"), EVENTS_152,
+                         ids=[e[0]["Action"] for e in EVENTS_152])  # fmt: skip
+def test_api_152_events_without_status_id_from(
+    raw: dict[str, Any], kind: str, action: str, cid: str, net_id: str, name: str
+) -> None:
+    assert not {"status", "id", "from"} & raw.keys()
+    ev = event_from_raw(raw)
+    assert ev is not None
+    assert (ev.type, ev.action, ev.container_id, ev.network_id, ev.container_name) == (
+        kind, action, cid, net_id, name
+    )
+    assert ev.time_nano == raw["timeNano"]
+
+
+@pytest.mark.parametrize(("raw", "kind", "action", "cid", "net_id", "name"), EVENTS_152,
+                         ids=[e[0]["Action"] for e in EVENTS_152])  # fmt: skip
+def test_legacy_event_fields_are_never_read(
+    raw: dict[str, Any], kind: str, action: str, cid: str, net_id: str, name: str
+) -> None:
+    # Before 1.52 a container event also had status (= Action), id (= Actor.ID) and from
+    # (= the image). Poisoned: if any of them were read, the result would differ.
+    poisoned = {**raw, "status": "pause", "id": "d4" * 32, "from": "evil:latest"}
+    assert event_from_raw(poisoned) == event_from_raw(raw)
+    ev = event_from_raw(poisoned)
+    assert ev is not None
+    assert (ev.action, ev.container_id) == (action, cid)
+
+
+def test_event_without_action_is_not_guessed_from_status() -> None:
+    ev = event_from_raw({"Type": "container", "status": "start", "id": CID, "Actor": {}})
+    assert ev is not None
+    assert (ev.action, ev.container_id) == ("", "")

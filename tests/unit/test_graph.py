@@ -499,3 +499,39 @@ def test_snapshot_replaced_swaps_one_container_everywhere_it_is_indexed() -> Non
     assert new.by_id[a.id] is a2 and new.by_name["a"] is a2
     assert new.by_service["p", "s"] == [a2, b]
     assert snap.by_service["p", "s"] == [a, b] and snap.by_name["a"] is a
+
+
+def test_a_target_on_no_network_at_all_is_detached_not_without_address() -> None:
+    # `--network none` has an endpoint without an address; a target disconnected from
+    # every network has no endpoint at all.
+    p = plan_for([ctr("db"), ctr("dep", links="db")], "dep")
+    assert p.links[0].problem is Problem.DETACHED
+    assert p.lines() == []
+    none = plan_for([ctr("db", net("none")), ctr("dep", links="db")], "dep")
+    assert none.links[0].problem is Problem.NO_ADDRESS
+
+
+def test_keep_stopped_holds_the_lines_through_a_stop_that_disconnects_before_it_dies() -> None:
+    """Docker 26 and newer release a stopping container's networks (network `disconnect`)
+    before its `die`; 20.10 the other way round. Keep mode must hold the line through the
+    moment the target is running on no network, or it is gone when the `die` comes."""
+    from hostsyncd.core.observed import ObservedState
+
+    db = ctr("db", net("n", "10.0.0.2"))
+    dep = ctr("dep", net("n", "10.0.0.3"), links="db")
+    observed = ObservedState()
+    observed.listed([db, dep], now=0.0)
+    block = [line.render().encode() for line in plan_all(observed.snapshot(), LABEL)[
+        cid("dep")].lines()]  # fmt: skip
+    assert block == [b"10.0.0.2\tdb"]
+
+    observed.disconnected(cid("db"), cid("net:n"), now=1.0)  # 26+: first the disconnect
+    p = plan_all(observed.snapshot(), LABEL)[cid("dep")]
+    assert p.links[0].problem is Problem.DETACHED
+    assert rendered(p, keep_stopped=True, previous=block) == ["10.0.0.2\tdb"]
+    assert rendered(p, keep_stopped=False, previous=block) == []
+
+    observed.stopped(cid("db"), now=1.01)  # then the die
+    p = plan_all(observed.snapshot(), LABEL)[cid("dep")]
+    assert p.links[0].problem is Problem.NOT_RUNNING
+    assert rendered(p, keep_stopped=True, previous=block) == ["10.0.0.2\tdb"]
