@@ -521,17 +521,18 @@ def test_keep_stopped_holds_the_lines_through_a_stop_that_disconnects_before_it_
     dep = ctr("dep", net("n", "10.0.0.3"), links="db")
     observed = ObservedState()
     observed.listed([db, dep], now=0.0)
-    block = [line.render().encode() for line in plan_all(observed.snapshot(), LABEL)[
-        cid("dep")].lines()]  # fmt: skip
-    assert block == [b"10.0.0.2\tdb"]
+    first = plan_all(observed.snapshot(), LABEL)[cid("dep")]
+    assert rendered(first) == ["10.0.0.2\tdb"]
+    kept = first.kept_lines(None)
 
     observed.disconnected(cid("db"), cid("net:n"), now=1.0)  # 26+: first the disconnect
     p = plan_all(observed.snapshot(), LABEL)[cid("dep")]
     assert p.links[0].problem is Problem.DETACHED
-    assert rendered(p, keep_stopped=True, previous=block) == ["10.0.0.2\tdb"]
-    assert rendered(p, keep_stopped=False, previous=block) == []
+    assert rendered(p, keep_stopped=True, kept=kept) == ["10.0.0.2\tdb"]
+    assert rendered(p, keep_stopped=False, kept=kept) == []
+    assert p.kept_lines(kept) == kept
 
     observed.stopped(cid("db"), now=1.01)  # then the die
     p = plan_all(observed.snapshot(), LABEL)[cid("dep")]
     assert p.links[0].problem is Problem.NOT_RUNNING
-    assert rendered(p, keep_stopped=True, previous=block) == ["10.0.0.2\tdb"]
+    assert rendered(p, keep_stopped=True, kept=kept) == ["10.0.0.2\tdb"]

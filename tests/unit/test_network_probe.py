@@ -31,7 +31,7 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[dict]:
+def fake_engine(tmp_path: Path) -> Iterator[dict]:
     """A fake engine on a unix socket: answers what `state` says, counts connections."""
     state: dict = {"status": 200, "body": json.dumps(INSPECT).encode(), "paths": [],
                    "connections": 0}
@@ -74,36 +74,36 @@ def test_members_from_an_inspect_leave_out_endpoints_not_yet_joined() -> None:
         assert members_from_inspect(odd, NET) == {}
 
 
-def test_the_probe_asks_over_one_kept_open_connection(engine: dict) -> None:
-    probe = NetworkProbe(engine["url"])
+def test_the_probe_asks_over_one_kept_open_connection(fake_engine: dict) -> None:
+    probe = NetworkProbe(fake_engine["url"])
     for _ in range(3):
         assert probe.members(NET) == {CID: ("db", Endpoint("backend", NET, "10.0.0.2",
                                                            "fd00::2"))}
-    assert engine["paths"] == [f"/networks/{NET}"] * 3
-    assert engine["connections"] == 1
+    assert fake_engine["paths"] == [f"/networks/{NET}"] * 3
+    assert fake_engine["connections"] == 1
     probe.close()
 
 
-def test_an_unknown_network_is_no_members(engine: dict) -> None:
-    engine["status"], engine["body"] = 404, b'{"message": "not found"}'
-    assert NetworkProbe(engine["url"]).members(NET) == {}
+def test_an_unknown_network_is_no_members(fake_engine: dict) -> None:
+    fake_engine["status"], fake_engine["body"] = 404, b'{"message": "not found"}'
+    assert NetworkProbe(fake_engine["url"]).members(NET) == {}
 
 
-def test_a_network_id_that_is_not_hex_is_never_sent(engine: dict) -> None:
-    probe = NetworkProbe(engine["url"])
+def test_a_network_id_that_is_not_hex_is_never_sent(fake_engine: dict) -> None:
+    probe = NetworkProbe(fake_engine["url"])
     for bad in ("../containers/json", "x y", "", "a" * 65, f"{NET}?all=1"):
         assert probe.members(bad) == {}
-    assert engine["paths"] == []
+    assert fake_engine["paths"] == []
 
 
-def test_an_error_answer_raises_and_the_next_call_reconnects(engine: dict) -> None:
-    probe = NetworkProbe(engine["url"])
-    engine["status"], engine["body"] = 500, b'{"message": "boom"}'
+def test_an_error_answer_raises_and_the_next_call_reconnects(fake_engine: dict) -> None:
+    probe = NetworkProbe(fake_engine["url"])
+    fake_engine["status"], fake_engine["body"] = 500, b'{"message": "boom"}'
     with pytest.raises(OSError):
         probe.members(NET)
-    engine["status"], engine["body"] = 200, json.dumps(INSPECT).encode()
+    fake_engine["status"], fake_engine["body"] = 200, json.dumps(INSPECT).encode()
     assert CID in probe.members(NET)
-    assert engine["connections"] == 2
+    assert fake_engine["connections"] == 2
 
 
 def test_an_engine_that_is_away_raises(tmp_path: Path) -> None:
