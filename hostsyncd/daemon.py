@@ -253,12 +253,14 @@ class Daemon:
             self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
-        need_list = self.reconciler.apply_events(events) if events else False
+        need_list, freed = self.reconciler.apply_events(events) if events else (False, False)
         self.reconciler.drifted(drifted)
         if resync:
             self._full_resync()
         elif events or early or remote_changed:
             if need_list and self.engine_link.connected:
+                if freed:
+                    self.reconciler.reconcile()  # the freed address out first, then the list
                 self.reconciler.refresh()
             self.reconciler.reconcile()
         else:

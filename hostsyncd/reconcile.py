@@ -48,7 +48,7 @@ QUIET = 0.1
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
 # Problems that are routine while containers come and go: said at info, not as warnings.
-_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED)
+_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED, Problem.DETACHED)
 # The most bytes of lines one logged or kept field carries.
 MAX_FIELD_BYTES = 4096
 # A dependent whose block had to be put back this often within FIGHT_WINDOW seconds, with
@@ -142,9 +142,11 @@ class Reconciler:
         """One list call: the level truth the events are hints about."""
         self.observed.listed(self.engine.list_containers(), self.clock())
 
-    def apply_events(self, events: Iterable[EngineEvent]) -> bool:
-        """Fold events into the observed state; True if a list call is needed to finish."""
-        need_list = False
+    def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:
+        """Fold events into the observed state. Returns (a list call is needed to finish,
+        an address was freed): a freed address must leave the files before the list call,
+        since the next container to start may take it."""
+        need_list = freed = False
         for event in events:
             now = self.clock()
             self.log.debug("engine event", type=event.type, action=event.action,
@@ -160,18 +162,20 @@ class Reconciler:
                     need_list = True
                 self._queue(event.container_id, now)
             elif event.type == "network" and event.action == "disconnect":
+                # Docker 26 and newer free a stopping container's address here, before its
+                # `die`, and `docker stop` returns right after.
                 self.observed.disconnected(event.container_id, event.network_id, now)
                 self._queue(event.container_id, now)
-                need_list = True
+                need_list = freed = True
             elif event.action in ("die", "destroy"):
                 # Drop the lines now, before the freed address can go to someone else.
                 self.observed.stopped(event.container_id, now)
-                need_list = True
+                need_list = freed = True
             else:
                 if event.action == "start":
                     self._queue(event.container_id, now)
                 need_list = True
-        return need_list
+        return need_list, freed
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its
