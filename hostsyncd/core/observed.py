@@ -94,7 +94,10 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
     base = listed or Container(id=cid, name=override.name or cid[:12], state="created")
     if override.stopped:
         state = "exited" if base.state in ("running", "paused", "restarting") else base.state
-        return replace(base, state=state, endpoints=())
+        # Its addresses are gone, its networks not: the start fast path asks those networks
+        # for the target when it starts again (as a list call would show them).
+        networks = tuple(replace(ep, ipv4="", ipv6="") for ep in base.endpoints)
+        return replace(base, state=state, endpoints=networks)
     endpoints = {ep.network_id or ep.network: ep for ep in base.endpoints}
     for network_id, endpoint in override.endpoints.items():
         if endpoint is None:
