@@ -43,7 +43,7 @@ from hostsyncd.writer import HostsFileError, HostsWriter, WriteResult
 
 # How long after a trigger the engine is asked again while it does not list the target
 # yet, in seconds: Docker writes the file a few milliseconds before the endpoint shows.
-PROBE_DELAYS = (0.0, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064)
+PROBE_DELAYS = (0.0, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 # After a trigger whose probes all found the target not running, further triggers for it
 # wait this long, doubling up to MAX_BACKOFF: a sidecar rewriting the file in a loop must
 # not turn into a loop of engine calls. The connect event still brings a real start.
@@ -200,7 +200,14 @@ class StartFastPath:
         for gone in self._probes.keys() - waiting.dependents.keys():
             del self._probes[gone]
         for cid in triggered:
-            if cid in self._probes or cid not in waiting.dependents:
+            if cid not in waiting.dependents:
+                continue
+            probe = self._probes.get(cid)
+            if probe is not None:
+                # Another write while probing: most likely Docker's own entry going in,
+                # when the endpoint shows. Ask at once (still one round of PROBE_DELAYS
+                # calls at most, however often the file is written).
+                probe.due = now
                 continue
             backoff = self._backoff.get(cid)
             if backoff is not None and now < backoff.until:
