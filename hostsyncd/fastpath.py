@@ -202,12 +202,10 @@ class StartFastPath:
         for cid in triggered:
             if cid not in waiting.dependents:
                 continue
-            probe = self._probes.get(cid)
-            if probe is not None:
-                # Another write while probing: most likely Docker's own entry going in,
-                # when the endpoint shows. Ask at once (still one round of PROBE_DELAYS
-                # calls at most, however often the file is written).
-                probe.due = now
+            if cid in self._probes:
+                # Another write while probing keeps the schedule: asking at the moment
+                # Docker writes the own entry was measured slower, as the inspect then
+                # waits for the engine to finish joining the network.
                 continue
             backoff = self._backoff.get(cid)
             if backoff is not None and now < backoff.until:
