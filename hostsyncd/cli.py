@@ -103,7 +103,8 @@ def _graph(config: Config, fmt: str) -> int:
         engine.close()
     cluster = config.cluster
     try:
-        snapshot = Snapshot(local, read_remote(cluster), cluster.node) if cluster.enabled \
+        snapshot = Snapshot(local, read_remote(cluster), cluster.node,
+                            cluster.resolve_bare_names) if cluster.enabled \
             else Snapshot(local)
     except EtcdError as exc:
         print(f"hostsyncd: etcd unreachable: {exc}", file=sys.stderr)

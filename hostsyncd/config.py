@@ -89,6 +89,8 @@ class ClusterConfig(_Section):
     # The network whose address is published; "" means each container's first network.
     advertise_network: str = ""
     publish_label: str = Field("hostsyncd.publish", min_length=1)
+    # A bare link name may resolve to another node's record (README: what that risks).
+    resolve_bare_names: bool = False
     timeout: float = Field(5.0, gt=0, le=300)
     ca: AbsolutePath | None = None
     cert: AbsolutePath | None = None

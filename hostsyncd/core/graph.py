@@ -28,10 +28,13 @@ class Problem(Enum):
     NOT_PUBLISHED = "that node publishes no container of this name"
     AMBIGUOUS = "published by several nodes; name one as node/target"
     NO_CLUSTER = "node/target links need [cluster] enabled"
+    BARE_REMOTE = ("not on this host, and a bare name does not reach other nodes "
+                   "(cluster.resolve_bare_names); link to it as node/target")
 
 
 # Problems of a target that was there and went: what `on_target_stop = "keep"` papers over.
-GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED})
+GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED,
+                  Problem.BARE_REMOTE})
 
 
 class Resolution(NamedTuple):
@@ -75,7 +78,8 @@ class Snapshot:
     """Containers indexed the ways links look them up.
 
     `remote` holds the records other cluster nodes publish, as containers with `node` set;
-    `node` is this host's node name, or None when the cluster is off.
+    `node` is this host's node name, or None when the cluster is off. `bare_names`: a bare
+    name may resolve to another node's record (`cluster.resolve_bare_names`).
     """
 
     def __init__(
@@ -83,8 +87,10 @@ class Snapshot:
         containers: Iterable[Container],
         remote: Iterable[Container] = (),
         node: str | None = None,
+        bare_names: bool = False,
     ) -> None:
         self.node = node
+        self.bare_names = bare_names
         self.remote: dict[tuple[str, str], Container] = {}
         self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
         for c in remote:
@@ -109,7 +115,7 @@ class Snapshot:
     def replaced(self, container: Container) -> Snapshot:
         """A copy with one container (same id, name and labels) swapped in: a few dict
         copies in C instead of indexing every container again."""
-        new = Snapshot((), node=self.node)
+        new = Snapshot((), node=self.node, bare_names=self.bare_names)
         new.remote, new.remote_by_name = self.remote, self.remote_by_name  # never changed
         new.by_id = {**self.by_id, container.id: container}
         new.by_name = {**self.by_name, container.name: container}
@@ -271,8 +277,21 @@ def _targets(snapshot: Snapshot, project: str | None, spec: LinkSpec) -> list[Co
     if spec.node is None and snapshot.node is not None:
         published = snapshot.remote_by_name.get(target)
         if published:
-            return published
+            return published if _bare_may_leave(snapshot, project, target) \
+                else Problem.BARE_REMOTE
     return Problem.MISSING
+
+
+def _bare_may_leave(snapshot: Snapshot, project: str | None, target: str) -> bool:
+    """Whether a bare name that no local container holds may go to another node.
+
+    Any node's container creator can publish any name, so a bare name that falls through
+    can be taken over from elsewhere. Only with the option on, and never for a compose
+    service name: a dependent of a project may name a service scaled to 0 (which the
+    engine no longer shows), and a service of any project here is a local name."""
+    if not snapshot.bare_names or project is not None:
+        return False
+    return not any(service == target for _, service in snapshot.by_service)
 
 
 def _label(container: Container) -> str:
