@@ -10,7 +10,7 @@ from pathlib import Path
 
 from hostsyncd import __version__
 from hostsyncd import logging as hlog
-from hostsyncd.config import Config, ConfigError, default_path, load
+from hostsyncd.config import Config, ConfigError, default_path, load, secret_warnings
 
 EXIT_CONFIG = 2
 EXIT_ENGINE = 3
@@ -54,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hostsyncd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
+        for warning in secret_warnings(path, config):
+            print(f"hostsyncd: warning: {warning}", file=sys.stderr)
         print(f"{path}: OK")
         return 0
     if args.command == "status":
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _graph(config, args.format)
     from hostsyncd.daemon import Daemon
 
+    for warning in secret_warnings(path, config):
+        hlog.get_logger().warning("secret readable by group or others", problem=warning)
     return Daemon(config, reload_config=lambda: load(path)).run()
 
 

@@ -78,6 +78,10 @@ class EtcdClient:
         self._index = 0
         self._token: str | None = None
         self._session = requests.Session()
+        # Nothing from the environment: no proxy variables (a proxy would see every record
+        # and the credentials), no ~/.netrc credentials sent along, no CA bundle variables
+        # (the configured `ca` alone decides).
+        self._session.trust_env = False
         # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
         # verify, and the configured CA must win.
         self._verify: str | bool = str(config.ca) if config.ca is not None else True
@@ -120,9 +124,11 @@ class EtcdClient:
                 self._authenticate()
             headers = {"Authorization": self._token} if self._token else {}
             try:
+                # No redirects: a 307 would send the token (or the password) on to
+                # wherever it points.
                 response = self._session.post(self.endpoint + path, json=body, headers=headers,
                                               timeout=timeout, stream=stream,
-                                              verify=self._verify)
+                                              verify=self._verify, allow_redirects=False)
             except requests.RequestException as exc:
                 raise EtcdError(_request_error(exc)) from exc
             if response.status_code == 200:
@@ -136,7 +142,7 @@ class EtcdClient:
         raise EtcdError("authentication failed")
 
     def _authenticate(self) -> None:
-        password = self.config.password
+        password = self.config.password.get_secret_value()
         if self.config.password_file is not None:
             try:
                 password = self.config.password_file.read_text().splitlines()[0]
@@ -148,6 +154,7 @@ class EtcdClient:
                 json={"name": self.config.username, "password": password},
                 timeout=self.config.timeout,
                 verify=self._verify,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise EtcdError(_request_error(exc)) from exc
@@ -240,6 +247,8 @@ _REASON = re.compile(r"\[(?:Errno \d+|SSL[^\]]*)\][^'\")(]*")
 
 
 def _error_text(response: requests.Response) -> str:
+    if response.is_redirect:
+        return "a redirect, which is not followed (it could take the credentials elsewhere)"
     try:
         body = response.json()
     except ValueError:

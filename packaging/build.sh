@@ -154,7 +154,7 @@ build_deb() {
 
     # The rest of the tree.
     install -D -m 0644 systemd/hostsyncd.service "$stage/lib/systemd/system/hostsyncd.service"
-    install -D -m 0644 config.example.toml "$stage/etc/hostsyncd/config.toml"
+    install -D -m 0600 config.example.toml "$stage/etc/hostsyncd/config.toml"
     mkdir -p "$stage/usr/bin"
     ln -s /opt/hostsyncd/bin/hostsyncd "$stage/usr/bin/hostsyncd"
     install -D -m 0644 packaging/debian/copyright "$stage/usr/share/doc/hostsyncd/copyright"
@@ -163,6 +163,7 @@ build_deb() {
     find "$stage" -type d -exec chmod 0755 {} +
     find "$stage" -type f -perm /111 -exec chmod 0755 {} +
     find "$stage" -type f ! -perm /111 -exec chmod 0644 {} +
+    chmod 0600 "$stage/etc/hostsyncd/config.toml"  # it may hold an etcd password
 
     if grep -rlF "$stage" "$stage" >build/deb/leftover-paths.txt; then
         head build/deb/leftover-paths.txt >&2

@@ -569,3 +569,30 @@ def test_wrong_password_degrades_with_an_authentication_reason(
     keeps_retrying(d, auth_etcd, etcd_says, rejected, wait_until)
     assert auth_nodes.cluster_state("a")["connected"] is False
     assert d.stop() == 0
+
+
+def test_a_password_readable_by_others_is_warned_about_at_start(
+    auth_nodes, auth_etcd, containers, wait_until
+):
+    """The daemon still runs and logs in: the warning is for the operator to act on."""
+    keys = {"endpoints": auth_etcd.endpoints, "username": "hostsyncd", "password": HSD_PASSWORD}
+    config = auth_nodes.write_config("a", cluster=keys, label=LABEL)
+    config.chmod(0o644)
+    d = auth_nodes.factory("a").start(config=config)
+    auth_nodes.last["a"] = d
+    entry = d.wait_log(lambda e: e.get("event") == "secret readable by group or others",
+                       timeout=10, what="the warning about the config's mode")  # fmt: skip
+    assert str(config) in entry["problem"] and "0644" in entry["problem"]
+    assert HSD_PASSWORD not in json.dumps(d.logs()) + d.stderr_text()
+    wait_until(connected(auth_nodes, "a"), timeout=10, show=lambda: auth_nodes.state("a"))
+    assert HSD_PASSWORD not in auth_nodes.state_file("a").read_text()
+    assert d.stop() == 0
+
+    config.chmod(0o600)
+    d = auth_nodes.factory("a").start(config=config)
+    auth_nodes.last["a"] = d
+    wait_until(lambda: auth_nodes.cluster_state("a").get("connected") is True
+               and auth_nodes.state("a")["pid"] == d.pid, timeout=10,
+               what="the second daemon connected")  # fmt: skip
+    assert not [e for e in d.logs() if e.get("event") == "secret readable by group or others"]
+    assert d.stop() == 0
