@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import codecs
+import hashlib
+import itertools
 import json
 import re
 import threading
@@ -32,6 +34,22 @@ from hostsyncd.core.model import Container
 from hostsyncd.core.records import RecordError, nodes_prefix, parse_record, record_key
 
 MAX_BACKOFF = 5.0
+# A range read asks for a page of keys at a time, so that a prefix holding a flood of keys
+# never arrives as one reply. The first page is small; the next ones are sized from the
+# bytes per key seen so far to about RANGE_PAGE_BYTES, between 1 and RANGE_PAGE keys
+# (records are a few hundred bytes: 10,000 of them take about 11 requests).
+RANGE_FIRST_PAGE = 20
+RANGE_PAGE = 1000
+RANGE_PAGE_BYTES = 2 << 20
+# A watch message larger than this is not buffered further: the watch is dropped and
+# everything is read again, page by page. A message carries one revision's events; one
+# this large comes only from a transaction written to flood the watchers.
+MAX_WATCH_MESSAGE = 16 << 20
+# Rejected keys are kept (as a digest and a short message) up to this many; beyond it they
+# are only counted. The first MAX_REJECTED_LISTED are reported one by one, the rest in one
+# summary.
+MAX_REJECTED_KEPT = 1000
+MAX_REJECTED_LISTED = 20
 # A clean shutdown gives the lease revoke at most this long: etcd being away must not hold
 # up a stop, and the records expire with the lease anyway.
 REVOKE_TIMEOUT = 2.0
@@ -39,6 +57,10 @@ REVOKE_TIMEOUT = 2.0
 
 class EtcdError(Exception):
     """No member answered the request, or etcd refused it."""
+
+
+class WatchTooLarge(Exception):
+    """A watch message grew beyond MAX_WATCH_MESSAGE."""
 
 
 def _b64(data: bytes) -> str:
@@ -51,10 +73,6 @@ def _unb64(text: str) -> bytes:
 
 def _kv_key(kv: dict[str, Any]) -> str:
     return _unb64(kv.get("key", "")).decode("utf-8", "replace")
-
-
-def _kv_record(prefix: str, kv: dict[str, Any]) -> Container | RecordError:
-    return parse_record(prefix, _kv_key(kv), _unb64(kv.get("value", "")))
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -166,9 +184,33 @@ class EtcdClient:
 
     def range(self, prefix: bytes) -> tuple[int, list[dict[str, Any]]]:
         """Every key under prefix: (revision, kvs)."""
-        body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        reply = self.call("/v3/kv/range", body)
-        return int(reply.get("header", {}).get("revision", 0)), reply.get("kvs", [])
+        revision, kvs = 0, []
+        for at, page in self.range_pages(prefix):
+            revision = at
+            kvs += page
+        return revision, kvs
+
+    def range_pages(self, prefix: bytes) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Every key under prefix, a page per request, all at the first page's revision:
+        (revision, kvs) per page."""
+        end = _b64(prefix_end(prefix))
+        key, revision = prefix, 0
+        page, seen_keys, seen_bytes = RANGE_FIRST_PAGE, 0, 0
+        while True:
+            body: dict[str, Any] = {"key": _b64(key), "range_end": end, "limit": str(page)}
+            if revision:
+                body["revision"] = str(revision)
+            reply = self.call("/v3/kv/range", body)
+            if not revision:
+                revision = int(reply.get("header", {}).get("revision", 0))
+            kvs = reply.get("kvs", [])
+            yield revision, kvs
+            if not reply.get("more") or not kvs:
+                return
+            key = _unb64(kvs[-1].get("key", "")) + b"\0"  # the next key after the last
+            seen_keys += len(kvs)
+            seen_bytes += sum(len(kv.get("key", "")) + len(kv.get("value", "")) for kv in kvs)
+            page = max(1, min(RANGE_PAGE, RANGE_PAGE_BYTES * seen_keys // max(1, seen_bytes)))
 
     def put(self, key: str, value: bytes, lease: int) -> None:
         self.call("/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value),
@@ -206,6 +248,9 @@ class EtcdClient:
         try:
             for chunk in response.iter_content(chunk_size=None):
                 buffer += text.decode(chunk)
+                if len(buffer) > MAX_WATCH_MESSAGE:
+                    raise WatchTooLarge(f"a watch message larger than "
+                                        f"{MAX_WATCH_MESSAGE >> 20} MiB")
                 while True:
                     buffer = buffer.lstrip()
                     if not buffer:
@@ -225,14 +270,112 @@ class EtcdClient:
 
 
 def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
-    """Every node's usable records, with one range read (for one-shot commands)."""
+    """Every node's usable records, with one (paged) range read, for one-shot commands."""
     client = EtcdClient(config)
+    view = RemoteView(config.prefix, config.node, config.max_records_per_node)
     try:
-        _, kvs = client.range(nodes_prefix(config.prefix).encode())
+        for _, kvs in client.range_pages(nodes_prefix(config.prefix).encode()):
+            for kv in kvs:
+                view.put(kv)
     finally:
         client.close()
-    found = (_kv_record(config.prefix, kv) for kv in kvs)
-    return tuple(c for c in found if isinstance(c, Container))
+    return view.records()
+
+
+_OWNER = re.compile(r"[^/]+/owner")
+
+
+class RemoteView:
+    """Other nodes' records as read from etcd, bounded: at most `cap` records per node,
+    and rejected keys only as a digest and a short message (at most MAX_REJECTED_KEPT of
+    them; beyond that, counted). Not thread-safe: the Cluster holds its lock around it."""
+
+    def __init__(self, prefix: str, node: str, cap: int) -> None:
+        self.prefix = prefix
+        self.cap = cap
+        self._nodes = nodes_prefix(prefix)
+        self._own = f"{self._nodes}{node}/"
+        self.remote: dict[str, Container] = {}
+        self.per_node: dict[str, int] = {}
+        self.over_cap: dict[str, int] = {}  # node: records ignored over its cap
+        self.rejected: dict[bytes, str] = {}  # digest of the key: why
+        self.rejected_more = 0  # rejected keys beyond MAX_REJECTED_KEPT (not kept)
+
+    def state(self) -> tuple[Any, ...]:
+        return (self.remote, self.over_cap, self.rejected, self.rejected_more)
+
+    def records(self) -> tuple[Container, ...]:
+        return tuple(sorted(self.remote.values(), key=lambda c: (c.node, c.name)))
+
+    def put(self, kv: dict[str, Any]) -> bool:
+        """A key's new value (from a range read or a watch); True if the view changed."""
+        key = _kv_key(kv)
+        if key.startswith(self._own) or _OWNER.fullmatch(key.removeprefix(self._nodes)):
+            return False  # this node's own keys; any node's name claim (not a record)
+        found = parse_record(self.prefix, key, _unb64(kv.get("value", "")))
+        if isinstance(found, RecordError):
+            changed = self._drop(key)
+            digest = _digest(key)
+            message = str(found)
+            if digest in self.rejected or len(self.rejected) < MAX_REJECTED_KEPT:
+                changed |= self.rejected.get(digest) != message
+                self.rejected[digest] = message
+            else:
+                self.rejected_more += 1
+                changed = True
+            return changed
+        self.rejected.pop(_digest(key), None)
+        before = self.remote.get(key)
+        if before is None:
+            if self.per_node.get(found.node, 0) >= self.cap:
+                self.over_cap[found.node] = self.over_cap.get(found.node, 0) + 1
+                return True
+            self.per_node[found.node] = self.per_node.get(found.node, 0) + 1
+        self.remote[key] = found
+        return before != found
+
+    def delete(self, key: str) -> tuple[bool, bool]:
+        """A key went: (the view changed, a read of everything is due). A node over its
+        cap that loses a record may have one to take its place, which only a read finds."""
+        node = self.remote[key].node if key in self.remote else ""
+        changed = self._drop(key)
+        changed |= self.rejected.pop(_digest(key), None) is not None
+        return changed, bool(node and self.over_cap.get(node))
+
+    def _drop(self, key: str) -> bool:
+        found = self.remote.pop(key, None)
+        if found is None:
+            return False
+        left = self.per_node[found.node] - 1
+        if left:
+            self.per_node[found.node] = left
+        else:
+            del self.per_node[found.node]
+        return True
+
+    def problems(self) -> dict[str, str]:
+        """What to report, each once: the first rejected keys one by one, then one summary,
+        and each node over its cap (messages without counts, so they stay the same)."""
+        out = {}
+        # The first ones as they came: a later key must not push one out and be said.
+        for digest, message in itertools.islice(self.rejected.items(), MAX_REJECTED_LISTED):
+            out[digest.hex()] = message
+        if len(self.rejected) > MAX_REJECTED_LISTED or self.rejected_more:
+            out["rejected:more"] = (f"more than {MAX_REJECTED_LISTED} cluster records are "
+                                    "ignored; `hostsyncd status --json` counts them")
+        for node in sorted(self.over_cap):
+            out[f"cap:{node}"] = (f"node {node!r} publishes more than {self.cap} records "
+                                  "(cluster.max_records_per_node): the rest are ignored")
+        return out
+
+    def counts(self) -> dict[str, Any]:
+        return {"rejected": len(self.rejected) + self.rejected_more,
+                "over_cap": dict(sorted(self.over_cap.items()))}
+
+
+def _digest(key: str) -> bytes:
+    # A key may be as large as etcd allows (1.5 MiB): only its digest is kept.
+    return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
 def _request_error(exc: requests.RequestException) -> str:
@@ -278,8 +421,8 @@ class Cluster:
         self._lock = threading.Condition()
         self._desired: dict[str, bytes] = {}
         self._desired_version = 0
-        self._remote: dict[str, Container] = {}
-        self._rejected: dict[str, str] = {}
+        self._view = RemoteView(config.prefix, config.node, config.max_records_per_node)
+        self._said: set[str] = set()  # caps already reported
         self._loaded = threading.Event()
         self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
         self._health = ClusterHealth(False, time.time(), "connecting")
@@ -318,19 +461,21 @@ class Cluster:
 
     def remote_records(self) -> tuple[Container, ...]:
         with self._lock:
-            return tuple(sorted(self._remote.values(), key=lambda c: (c.node, c.name)))
+            return self._view.records()
 
     def rejected(self) -> dict[str, str]:
+        """Problems with other nodes' records, each meant to be reported once."""
         with self._lock:
-            return dict(self._rejected)
+            return self._view.problems()
 
     def state(self) -> dict[str, Any]:
         with self._lock:
             health = self._health
             published = sorted(self._desired)
             remote: dict[str, list[str]] = {}
-            for record in self._remote.values():
+            for record in self._view.remote.values():
                 remote.setdefault(record.node, []).append(record.name)
+            ignored = self._view.counts()
         return {
             "enabled": True,
             "node": self.config.node,
@@ -340,6 +485,7 @@ class Cluster:
             "endpoint": health.endpoint,
             "published": published,
             "remote": {node: sorted(names) for node, names in sorted(remote.items())},
+            "ignored": ignored,
         }
 
     # -- health ---------------------------------------------------------------------------
@@ -428,14 +574,14 @@ class Cluster:
             # After a failure (or at start) what etcd holds is unknown: read it back, and
             # drop what an earlier run of this node left behind.
             own = record_key(self.config.prefix, self.config.node, "")
-            _, kvs = client.range(own.encode())
             written = {}
-            for kv in kvs:
-                name = _kv_key(kv).removeprefix(own)
-                if name in desired and int(kv.get("lease", 0)) == lease:
-                    written[name] = _unb64(kv.get("value", ""))
-                elif name not in desired:
-                    client.delete(own + name)
+            for _, kvs in client.range_pages(own.encode()):
+                for kv in kvs:
+                    name = _kv_key(kv).removeprefix(own)
+                    if name in desired and int(kv.get("lease", 0)) == lease:
+                        written[name] = _unb64(kv.get("value", ""))
+                    elif name not in desired:
+                        client.delete(own + name)
         put = [name for name, value in desired.items() if written.get(name) != value]
         deleted = sorted(written.keys() - desired.keys())
         for name in put:
@@ -460,8 +606,7 @@ class Cluster:
         while not self._stopping.is_set():
             try:
                 if not revision:
-                    revision, kvs = client.range(prefix)
-                    self._replace_remote(kvs)
+                    revision = self._read_all(client, prefix)
                     self._loaded.set()
                 began = time.monotonic()
                 for message in client.watch(prefix, revision + 1):
@@ -472,15 +617,25 @@ class Cluster:
                         revision = 0  # compacted past our revision: read everything again
                         break
                     events = message.get("events", [])
-                    self._apply_events(events)
+                    reread = self._apply_events(events)
                     for event in events:
                         revision = max(revision, int(event.get("kv", {}).get("mod_revision", 0)))
+                    if reread:
+                        revision = 0
+                        break
                 # A stream that breaks at once again and again must not spin.
                 if time.monotonic() - began < 1.0:
                     self._wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                 else:
                     backoff = 0.1
+            except WatchTooLarge as exc:
+                # Read everything again (paged); the watch then starts after that message.
+                revision = 0
+                self._say_once("watch", "etcd watch message too large; reading every "
+                               "record again instead", reason=str(exc))
+                self._wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             except EtcdError as exc:
                 revision = 0
                 self._set_health("watcher", str(exc), client.endpoint)
@@ -488,49 +643,42 @@ class Cluster:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         client.close()
 
-    def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError | None]:
-        """A record of another node; None for this node's own (the engine knows them
-        better, and their echo must not cost the daemon a pass)."""
-        key = _kv_key(kv)
-        if key.startswith(self._own_prefix):
-            return key, None
-        return key, _kv_record(self.config.prefix, kv)
+    def _say_once(self, what: str, message: str, **fields: Any) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            self.log.warning(message, node=self.config.node, **fields)
 
-    def _replace_remote(self, kvs: list[dict[str, Any]]) -> None:
-        remote: dict[str, Container] = {}
-        rejected: dict[str, str] = {}
-        for kv in kvs:
-            key, found = self._parse(kv)
-            if isinstance(found, RecordError):
-                rejected[key] = str(found)
-            elif found is not None:
-                remote[key] = found
+    def _read_all(self, client: EtcdClient, prefix: bytes) -> int:
+        """Every node's records, page by page, into a new view; its revision."""
+        view = RemoteView(self.config.prefix, self.config.node,
+                          self.config.max_records_per_node)
+        revision = pages = 0
+        for at, kvs in client.range_pages(prefix):
+            revision = at
+            pages += 1
+            for kv in kvs:
+                view.put(kv)
+        if pages > 1:
+            self._say_once("paged", "etcd range read paged", pages=pages)
         with self._lock:
-            changed = (remote, rejected) != (self._remote, self._rejected)
-            self._remote, self._rejected = remote, rejected
+            changed = view.state() != self._view.state()
+            self._view = view
         if changed:
             self.on_change()
+        return revision
 
-    def _apply_events(self, events: list[dict[str, Any]]) -> None:
-        changed = False
+    def _apply_events(self, events: list[dict[str, Any]]) -> bool:
+        """Watch events into the view; True if everything must be read again."""
+        changed = reread = False
         with self._lock:
             for event in events:
                 kv = event.get("kv", {})
                 if event.get("type") == "DELETE":
-                    key = _kv_key(kv)
-                    changed |= self._remote.pop(key, None) is not None
-                    changed |= self._rejected.pop(key, None) is not None
-                    continue
-                key, found = self._parse(kv)  # PUT: the gateway leaves out type 0
-                if found is None:
-                    continue
-                if isinstance(found, RecordError):
-                    changed |= self._remote.pop(key, None) is not None
-                    changed |= self._rejected.get(key) != str(found)
-                    self._rejected[key] = str(found)
-                else:
-                    changed |= self._remote.get(key) != found
-                    self._remote[key] = found
-                    self._rejected.pop(key, None)
+                    gone, due = self._view.delete(_kv_key(kv))
+                    changed |= gone
+                    reread |= due
+                else:  # PUT: the gateway leaves out type 0
+                    changed |= self._view.put(kv)
         if changed:
             self.on_change()
+        return reread

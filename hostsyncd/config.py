@@ -95,6 +95,8 @@ class ClusterConfig(_Section):
     publish_label: str = Field("hostsyncd.publish", min_length=1)
     # A bare link name may resolve to another node's record (README: what that risks).
     resolve_bare_names: bool = False
+    # Records beyond this many from one node are ignored (and reported once).
+    max_records_per_node: int = Field(10_000, ge=1, le=1_000_000)
     timeout: float = Field(5.0, gt=0, le=300)
     ca: AbsolutePath | None = None
     cert: AbsolutePath | None = None
