@@ -20,7 +20,9 @@ import codecs
 import hashlib
 import itertools
 import json
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,8 +32,15 @@ from typing import Any
 import requests
 
 from hostsyncd.config import ClusterConfig
+from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container
-from hostsyncd.core.records import RecordError, nodes_prefix, parse_record, record_key
+from hostsyncd.core.records import (
+    RecordError,
+    nodes_prefix,
+    owner_key,
+    parse_record,
+    record_key,
+)
 
 MAX_BACKOFF = 5.0
 # A range read asks for a page of keys at a time, so that a prefix holding a flood of keys
@@ -230,6 +239,25 @@ class EtcdClient:
         reply = self.call("/v3/lease/keepalive", {"ID": str(lease)})
         return int(reply.get("result", {}).get("TTL", 0))
 
+    def claim(self, key: str, value: bytes, lease: int) -> tuple[bool, dict[str, Any]]:
+        """Put key on the lease only if it does not exist (one transaction): (True, {})
+        when this lease holds it now, else (False, the holder's key-value)."""
+        raw = _b64(key.encode())
+        reply = self.call("/v3/kv/txn", {
+            "compare": [{"key": raw, "target": "CREATE", "result": "EQUAL",
+                         "create_revision": "0"}],
+            "success": [{"request_put": {"key": raw, "value": _b64(value),
+                                         "lease": str(lease)}}],
+            "failure": [{"request_range": {"key": raw}}],
+        })  # fmt: skip
+        if reply.get("succeeded"):
+            return True, {}
+        responses = reply.get("responses") or [{}]
+        kvs = (responses[0].get("response_range") or {}).get("kvs") or [{}]
+        holder = kvs[0]
+        # Ours already (a claim whose answer was lost, then retried): still ours.
+        return int(holder.get("lease", 0)) == lease, holder
+
     def revoke(self, lease: int, timeout: float) -> None:
         self.call("/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout)
 
@@ -373,6 +401,26 @@ class RemoteView:
                 "over_cap": dict(sorted(self.over_cap.items()))}
 
 
+def _holder_text(node: str, holder: dict[str, Any]) -> str:
+    """Who holds the node name, from its owner key: untrusted, so only plain parts."""
+    about = []
+    try:
+        data = json.loads(_unb64(holder.get("value", "")))
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        host, pid = data.get("host"), data.get("pid")
+        if isinstance(host, str) and is_docker_name(host):
+            about.append(f"host {host[:64]}")
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            about.append(f"pid {pid}")
+    lease = holder.get("lease")
+    if lease:
+        about.append(f"lease {int(lease):x}")
+    who = f" ({', '.join(about)})" if about else ""
+    return f"node name {node!r} is held by another daemon{who}: this one does not publish"
+
+
 def _digest(key: str) -> bytes:
     # A key may be as large as etcd allows (1.5 MiB): only its digest is kept.
     return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).digest()
@@ -423,6 +471,10 @@ class Cluster:
         self._desired_version = 0
         self._view = RemoteView(config.prefix, config.node, config.max_records_per_node)
         self._said: set[str] = set()  # caps already reported
+        self._owner = owner_key(config.prefix, config.node)
+        self._claimed = False
+        self._conflict = ""  # why this daemon does not publish: another holds the name
+        self._owner_gone = False  # the watcher saw the name's owner key go
         self._loaded = threading.Event()
         self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
         self._health = ClusterHealth(False, time.time(), "connecting")
@@ -471,7 +523,8 @@ class Cluster:
     def state(self) -> dict[str, Any]:
         with self._lock:
             health = self._health
-            published = sorted(self._desired)
+            published = sorted(self._desired) if self._claimed else []
+            claimed, conflict = self._claimed, self._conflict
             remote: dict[str, list[str]] = {}
             for record in self._view.remote.values():
                 remote.setdefault(record.node, []).append(record.name)
@@ -484,6 +537,8 @@ class Cluster:
             "reason": health.reason,
             "endpoint": health.endpoint,
             "published": published,
+            "claimed": claimed,
+            "conflict": conflict,
             "remote": {node: sorted(names) for node, names in sorted(remote.items())},
             "ignored": ignored,
         }
@@ -535,6 +590,7 @@ class Cluster:
                 try:
                     if not lease:
                         lease, written = client.grant(self.config.lease_ttl), None
+                        self._set_claimed(False, "")
                         next_keepalive = time.monotonic() + interval
                     if time.monotonic() >= next_keepalive:
                         if client.keepalive(lease) <= 0:
@@ -543,6 +599,19 @@ class Cluster:
                             lease = 0
                             continue
                         next_keepalive = time.monotonic() + interval
+                    with self._lock:
+                        gone, self._owner_gone = self._owner_gone, False
+                    if (gone or not self._claimed) and not self._claim(client, lease):
+                        written = None
+                        self._set_health("publisher", None, client.endpoint)
+                        backoff = 0.1
+                        # Until the holder goes: the watcher wakes this thread when the
+                        # owner key is deleted; a retry each second covers the rest.
+                        with self._lock:
+                            if not self._owner_gone and not self._stopping.is_set():
+                                self._lock.wait(min(1.0, interval, max(
+                                    0.0, next_keepalive - time.monotonic())))
+                        continue
                     with self._lock:
                         desired, version = dict(self._desired), self._desired_version
                     written = self._write_records(client, lease, desired, written)
@@ -556,7 +625,7 @@ class Cluster:
                     continue
                 with self._lock:
                     while (not self._stopping.is_set() and version == self._desired_version
-                           and time.monotonic() < next_keepalive):
+                           and not self._owner_gone and time.monotonic() < next_keepalive):
                         self._lock.wait(max(0.0, next_keepalive - time.monotonic()))
         finally:
             if lease:
@@ -566,6 +635,27 @@ class Cluster:
                     self.log.warning("could not revoke the etcd lease; records expire with it",
                                      reason=str(exc), node=self.config.node)
             client.close()
+
+    def _claim(self, client: EtcdClient, lease: int) -> bool:
+        """Hold this node's name on our lease, unless another daemon holds it."""
+        value = json.dumps({"node": self.config.node, "host": socket.gethostname(),
+                            "pid": os.getpid(), "since": time.time()}).encode()
+        claimed, holder = client.claim(self._owner, value, lease)
+        self._set_claimed(claimed, "" if claimed else _holder_text(self.config.node, holder))
+        return claimed
+
+    def _set_claimed(self, claimed: bool, conflict: str) -> None:
+        with self._lock:
+            before = (self._claimed, self._conflict)
+            self._claimed, self._conflict = claimed, conflict
+        if (claimed, conflict) == before:
+            return
+        if conflict and not before[1]:
+            self.log.warning("node name held by another daemon; not publishing, links on "
+                             "this host still served", problem=conflict, node=self.config.node)
+        elif claimed and before[1]:
+            self.log.info("node name claimed; publishing", node=self.config.node)
+        self.on_change()
 
     def _write_records(self, client: EtcdClient, lease: int, desired: dict[str, bytes],
                        written: dict[str, bytes] | None) -> dict[str, bytes]:
@@ -674,7 +764,13 @@ class Cluster:
             for event in events:
                 kv = event.get("kv", {})
                 if event.get("type") == "DELETE":
-                    gone, due = self._view.delete(_kv_key(kv))
+                    key = _kv_key(kv)
+                    if key == self._owner:
+                        # The name is free (its holder went, or ours was deleted): claim
+                        # it now, not at the next retry.
+                        self._owner_gone = True
+                        self._lock.notify_all()
+                    gone, due = self._view.delete(key)
                     changed |= gone
                     reread |= due
                 else:  # PUT: the gateway leaves out type 0

@@ -79,6 +79,8 @@ def summary_line(data: dict[str, Any]) -> str:
     parts.append(link)
     cluster = data.get("cluster") or {}
     if cluster.get("enabled"):
+        if cluster.get("conflict"):
+            parts.append(f"NOT PUBLISHING: node name {cluster['node']} held by another daemon")
         if cluster["connected"]:
             nodes = len(cluster["remote"])
             parts.append(f"cluster ok ({nodes} other node{'s' if nodes != 1 else ''})")

@@ -85,6 +85,8 @@ def _cluster_lines(cluster: dict[str, Any], when: Callable[[float], str]) -> lis
     over = ", ".join(f"{node} ({n})" for node, n in (ignored.get("over_cap") or {}).items())
     return [
         head,
+        *([f"            NOT PUBLISHING: {cluster['conflict']}"] if cluster.get("conflict")
+          else []),
         f"            publishes {len(cluster['published'])}: "
         + (", ".join(cluster["published"]) or "-"),
         *(f"            node {node}{kept}: {', '.join(names)}" for node, names in remote.items()),

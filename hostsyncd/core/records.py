@@ -48,6 +48,11 @@ def record_key(prefix: str, node: str, name: str) -> str:
     return f"{prefix}/nodes/{node}/containers/{name}"
 
 
+def owner_key(prefix: str, node: str) -> str:
+    """The key that claims a node name: held on the claiming daemon's lease."""
+    return f"{prefix}/nodes/{node}/owner"
+
+
 def published(
     snapshot: Snapshot, label: str, node: str, advertise_network: str = ""
 ) -> tuple[dict[str, bytes], dict[str, str]]:

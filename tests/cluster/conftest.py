@@ -159,7 +159,7 @@ class Nodes:
             self.factories[node] = DaemonFactory(engine, tmp)
         return self.factories[node]
 
-    def cluster_section(self, node: str, **overrides: Any) -> dict[str, Any]:
+    def cluster_section(self, node: str, /, **overrides: Any) -> dict[str, Any]:
         section: dict[str, Any] = {
             "enabled": True,
             "endpoints": list(self.etcd.endpoints),
