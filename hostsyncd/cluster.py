@@ -68,6 +68,10 @@ class EtcdError(Exception):
     """No member answered the request, or etcd refused it."""
 
 
+class PermissionDenied(EtcdError):
+    """etcd refused the user what it asked: every member would say the same."""
+
+
 class WatchTooLarge(Exception):
     """A watch message grew beyond MAX_WATCH_MESSAGE."""
 
@@ -139,6 +143,8 @@ class EtcdClient:
         for _ in range(len(self.endpoints)):
             try:
                 return self._post_one(path, body, timeout, stream)
+            except PermissionDenied:
+                raise
             except EtcdError as exc:
                 errors.append(f"{self.endpoint}: {exc}")
                 self._index = (self._index + 1) % len(self.endpoints)
@@ -165,6 +171,8 @@ class EtcdClient:
             if response.status_code == 401 and self.config.username and attempt == 0:
                 self._token = None  # expired token: log in again, once
                 continue
+            if "permission denied" in reason.lower():
+                raise PermissionDenied(reason)
             raise EtcdError(f"HTTP {response.status_code}: {reason}")
         raise EtcdError("authentication failed")
 
@@ -479,7 +487,7 @@ class Cluster:
         self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
         self._health = ClusterHealth(False, time.time(), "connecting")
         self._warned = False
-        self._own_prefix = record_key(config.prefix, config.node, "")
+        self._own_node_prefix = f"{nodes_prefix(config.prefix)}{config.node}/"
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._publish_loop, name="cluster-publish", daemon=True),
@@ -567,6 +575,9 @@ class Cluster:
             self._warned = (self._warned or warn) and not connected
         if connected and not before.connected:
             self.log.info("etcd connected", endpoint=endpoint, node=self.config.node)
+        elif warn and "permission denied" in reason:
+            self.log.warning("etcd refuses this node's user; keeping the last known remote "
+                             "records", reason=reason, node=self.config.node)
         elif warn:
             self.log.warning("etcd unreachable; keeping the last known remote records",
                              reason=reason, node=self.config.node)
@@ -617,6 +628,12 @@ class Cluster:
                     written = self._write_records(client, lease, desired, written)
                     self._set_health("publisher", None, client.endpoint)
                     backoff = 0.1
+                except PermissionDenied:
+                    written = None
+                    self._set_health("publisher", self._denied("write", self._own_node_prefix),
+                                     client.endpoint)
+                    self._wait(MAX_BACKOFF)  # the role will not change by itself soon
+                    continue
                 except EtcdError as exc:
                     written = None
                     self._set_health("publisher", str(exc), client.endpoint)
@@ -726,12 +743,23 @@ class Cluster:
                                "record again instead", reason=str(exc))
                 self._wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except PermissionDenied:
+                revision = 0
+                self._set_health("watcher", self._denied("read", nodes_prefix(
+                    self.config.prefix)), client.endpoint)
+                self._wait(MAX_BACKOFF)
             except EtcdError as exc:
                 revision = 0
                 self._set_health("watcher", str(exc), client.endpoint)
                 self._wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
         client.close()
+
+    def _denied(self, access: str, prefix: str) -> str:
+        user = repr(self.config.username) if self.config.username else "(no user)"
+        role = "readwrite" if access == "write" else "read"
+        return (f"permission denied: etcd user {user} may not {access} {prefix} (its role "
+                f"needs {role} on that prefix; README: one etcd user and role per node)")
 
     def _say_once(self, what: str, message: str, **fields: Any) -> None:
         if what not in self._said:
