@@ -31,6 +31,8 @@ sys.path.insert(1, str(ROOT))
 from privengine import PrivateEngine  # noqa: E402
 
 ENGINE_ROOT = Path(os.environ.get("HSD_BENCH_ROOT", "/tmp/hsdbench"))
+BRIDGE = os.environ.get("HSD_BENCH_BRIDGE") or "hsdbench0"
+CIDR = os.environ.get("HSD_BENCH_CIDR") or "10.234.0.1/24"
 IMAGE = "hsdtest/busybox:1"
 # Parallel API clients for creating and removing many containers: on these 2-core machines
 # 4 workers halve the ~0.4 s a container takes one by one.
@@ -43,8 +45,8 @@ PROFILE = os.environ.get("HSD_BENCH_PROFILE", "")
 class Bench:
     """One private engine and one docker-py client for a benchmark run."""
 
-    def __init__(self, root: Path = ENGINE_ROOT, bridge: str = "hsdbench0",
-                 cidr: str = "10.234.0.1/24") -> None:
+    def __init__(self, root: Path = ENGINE_ROOT, bridge: str = BRIDGE,
+                 cidr: str = CIDR) -> None:
         self.engine = PrivateEngine(root, bridge=bridge, cidr=cidr)
         self.engine.ensure_running()
         self.engine.ensure_image(IMAGE)

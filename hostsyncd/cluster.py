@@ -32,6 +32,7 @@ from typing import Any
 import requests
 
 from hostsyncd.config import ClusterConfig
+from hostsyncd.core.graph import RemoteIndex
 from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container
 from hostsyncd.core.records import (
@@ -332,6 +333,11 @@ class RemoteView:
         self._nodes = nodes_prefix(prefix)
         self._own = f"{self._nodes}{node}/"
         self.remote: dict[str, Container] = {}
+        # The same records indexed as a Snapshot looks them up, kept up to date here, so
+        # a change does not cost indexing them all again (see index()).
+        self.by_key: dict[tuple[str, str], Container] = {}
+        self.by_name: dict[str, list[Container]] = {}
+        self.version = 0
         self.per_node: dict[str, int] = {}
         self.over_cap: dict[str, int] = {}  # node: records ignored over its cap
         self.rejected: dict[bytes, str] = {}  # digest of the key: why
@@ -342,6 +348,25 @@ class RemoteView:
 
     def records(self) -> tuple[Container, ...]:
         return tuple(sorted(self.remote.values(), key=lambda c: (c.node, c.name)))
+
+    def index(self) -> RemoteIndex:
+        """A read-only copy of the index, for the daemon's thread: two dict copies (the
+        lists are replaced, never changed in place, so sharing them is safe)."""
+        return RemoteIndex(self.version, dict(self.by_key), dict(self.by_name))
+
+    def _indexed(self, found: Container | None, gone: Container | None) -> None:
+        self.version += 1
+        if gone is not None:
+            del self.by_key[gone.node, gone.name]
+            left = [c for c in self.by_name.get(gone.name, ()) if c.node != gone.node]
+            if left:
+                self.by_name[gone.name] = left
+            else:
+                self.by_name.pop(gone.name, None)
+        if found is not None:
+            self.by_key[found.node, found.name] = found
+            same = [c for c in self.by_name.get(found.name, ()) if c.node != found.node]
+            self.by_name[found.name] = sorted([*same, found], key=_by_node)
 
     def put(self, kv: dict[str, Any]) -> bool:
         """A key's new value (from a range read or a watch); True if the view changed."""
@@ -367,8 +392,11 @@ class RemoteView:
                 self.over_cap[found.node] = self.over_cap.get(found.node, 0) + 1
                 return True
             self.per_node[found.node] = self.per_node.get(found.node, 0) + 1
+        elif before == found:
+            return False
         self.remote[key] = found
-        return before != found
+        self._indexed(found, before)
+        return True
 
     def delete(self, key: str) -> tuple[bool, bool]:
         """A key went: (the view changed, a read of everything is due). A node over its
@@ -382,6 +410,7 @@ class RemoteView:
         found = self.remote.pop(key, None)
         if found is None:
             return False
+        self._indexed(None, found)
         left = self.per_node[found.node] - 1
         if left:
             self.per_node[found.node] = left
@@ -427,6 +456,10 @@ def _holder_text(node: str, holder: dict[str, Any]) -> str:
         about.append(f"lease {int(lease):x}")
     who = f" ({', '.join(about)})" if about else ""
     return f"node name {node!r} is held by another daemon{who}: this one does not publish"
+
+
+def _by_node(container: Container) -> str:
+    return container.node
 
 
 def _digest(key: str) -> bytes:
@@ -519,9 +552,10 @@ class Cluster:
                 self._desired_version += 1
                 self._lock.notify_all()
 
-    def remote_records(self) -> tuple[Container, ...]:
+    def remote_records(self) -> RemoteIndex:
+        """Other nodes' records, indexed for a Snapshot (see graph.RemoteIndex)."""
         with self._lock:
-            return self._view.records()
+            return self._view.index()
 
     def rejected(self) -> dict[str, str]:
         """Problems with other nodes' records, each meant to be reported once."""

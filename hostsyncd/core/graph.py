@@ -74,6 +74,17 @@ class DependentPlan:
         return list(out)
 
 
+class RemoteIndex(NamedTuple):
+    """Other nodes' records, already indexed as a Snapshot looks them up: built
+    incrementally by the cluster edge, so that a remote change costs a copy of two dicts,
+    not indexing every record again. Read-only once handed over; `version` changes with
+    every change."""
+
+    version: int
+    by_key: dict[tuple[str, str], Container]  # (node, name)
+    by_name: dict[str, list[Container]]  # each list sorted by node
+
+
 class Snapshot:
     """Containers indexed the ways links look them up.
 
@@ -85,7 +96,7 @@ class Snapshot:
     def __init__(
         self,
         containers: Iterable[Container],
-        remote: Iterable[Container] = (),
+        remote: Iterable[Container] | RemoteIndex = (),
         node: str | None = None,
         bare_names: bool = False,
     ) -> None:
@@ -93,6 +104,9 @@ class Snapshot:
         self.bare_names = bare_names
         self.remote: dict[tuple[str, str], Container] = {}
         self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
+        if isinstance(remote, RemoteIndex):  # this node's own records are not in it
+            self.remote, self.remote_by_name = remote.by_key, remote.by_name
+            remote = ()
         for c in remote:
             # Our own records come back from the store; the engine knows them better.
             if c.node != node:
