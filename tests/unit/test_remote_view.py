@@ -10,9 +10,12 @@ import sys
 
 import pytest
 from builders import cid
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hostsyncd import cluster as cluster_module
 from hostsyncd.cluster import MAX_REJECTED_KEPT, MAX_REJECTED_LISTED, RemoteView
+from hostsyncd.core.graph import Snapshot
 from hostsyncd.core.records import record_key
 
 PREFIX = "/hostsyncd"
@@ -115,3 +118,44 @@ def test_a_rejected_key_that_becomes_valid_or_goes_is_forgotten() -> None:
 
 def test_the_constants_are_sane() -> None:
     assert MAX_REJECTED_LISTED < MAX_REJECTED_KEPT
+
+
+# --- the index handed to the daemon matches indexing the records afresh ---------------------
+
+_OPS = st.lists(st.tuples(st.sampled_from(["put", "put", "junk", "delete"]),
+                          st.sampled_from(["b", "c", "d", ME]),
+                          st.sampled_from(["db", "web", "x"]),
+                          st.integers(1, 3)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(_OPS)
+def test_the_index_always_equals_indexing_the_records_afresh(ops) -> None:
+    v = view(cap=2)
+    for op, node, name, n in ops:
+        key = record_key(PREFIX, node, name)
+        if op == "put":
+            v.put(rec(node, name, f"192.0.2.{n}"))
+        elif op == "junk":
+            v.put(kv(key, "junk"))
+        else:
+            v.delete(key)
+        index = v.index()
+        fresh = Snapshot((), v.records(), ME)
+        assert index.by_key == fresh.remote
+        assert {k: lst for k, lst in index.by_name.items()} == {
+            k: lst for k, lst in fresh.remote_by_name.items() if lst}
+        assert all(len(c) for c in index.by_name.values())
+        assert not any(c.node == ME for c in index.by_key.values())
+
+
+def test_a_snapshot_from_the_index_resolves_like_one_from_the_records() -> None:
+    v = view()
+    v.put(rec("c", "db", "192.0.2.8"))
+    v.put(rec("b", "db", "192.0.2.7"))
+    snap = Snapshot((), v.index(), ME, True)
+    assert [c.node for c in snap.remote_by_name["db"]] == ["b", "c"]
+    before = v.index()
+    v.put(rec("b", "db", "192.0.2.9"))
+    assert before.by_key["b", "db"].endpoints[0].ipv4 == "192.0.2.7"  # a copy: unchanged
+    assert v.index().version > before.version
