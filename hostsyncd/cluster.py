@@ -16,6 +16,7 @@ the cluster shows as degraded until both threads are back.
 from __future__ import annotations
 
 import base64
+import bisect
 import codecs
 import hashlib
 import itertools
@@ -337,6 +338,9 @@ class RemoteView:
         # a change does not cost indexing them all again (see index()).
         self.by_key: dict[tuple[str, str], Container] = {}
         self.by_name: dict[str, list[Container]] = {}
+        # Each node's record names, sorted, for the state file: kept here too, so that
+        # writing the state costs no sort of every record.
+        self.names: dict[str, list[str]] = {}
         self.version = 0
         self.per_node: dict[str, int] = {}
         self.over_cap: dict[str, int] = {}  # node: records ignored over its cap
@@ -356,6 +360,13 @@ class RemoteView:
 
     def _indexed(self, found: Container | None, gone: Container | None) -> None:
         self.version += 1
+        if found is None and gone is not None:
+            names = self.names[gone.node]
+            del names[bisect.bisect_left(names, gone.name)]
+            if not names:
+                del self.names[gone.node]
+        elif found is not None and gone is None:
+            bisect.insort(self.names.setdefault(found.node, []), found.name)
         if gone is not None:
             del self.by_key[gone.node, gone.name]
             left = [c for c in self.by_name.get(gone.name, ()) if c.node != gone.node]
@@ -567,9 +578,7 @@ class Cluster:
             health = self._health
             published = sorted(self._desired) if self._claimed else []
             claimed, conflict = self._claimed, self._conflict
-            remote: dict[str, list[str]] = {}
-            for record in self._view.remote.values():
-                remote.setdefault(record.node, []).append(record.name)
+            remote = {node: list(names) for node, names in sorted(self._view.names.items())}
             ignored = self._view.counts()
         return {
             "enabled": True,
@@ -581,7 +590,7 @@ class Cluster:
             "published": published,
             "claimed": claimed,
             "conflict": conflict,
-            "remote": {node: sorted(names) for node, names in sorted(remote.items())},
+            "remote": remote,
             "ignored": ignored,
         }
 

@@ -146,6 +146,10 @@ def test_the_index_always_equals_indexing_the_records_afresh(ops) -> None:
         assert {k: lst for k, lst in index.by_name.items()} == {
             k: lst for k, lst in fresh.remote_by_name.items() if lst}
         assert all(len(c) for c in index.by_name.values())
+        by_node: dict[str, list[str]] = {}
+        for c in v.records():
+            by_node.setdefault(c.node, []).append(c.name)
+        assert v.names == by_node
         assert not any(c.node == ME for c in index.by_key.values())
 
 
