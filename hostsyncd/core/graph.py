@@ -104,16 +104,16 @@ class Snapshot:
         self.bare_names = bare_names
         self.remote: dict[tuple[str, str], Container] = {}
         self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
-        if isinstance(remote, RemoteIndex):  # this node's own records are not in it
+        if isinstance(remote, RemoteIndex):  # sorted, and without this node's own records
             self.remote, self.remote_by_name = remote.by_key, remote.by_name
-            remote = ()
-        for c in remote:
-            # Our own records come back from the store; the engine knows them better.
-            if c.node != node:
-                self.remote[c.node, c.name] = c
-                self.remote_by_name[c.name].append(c)
-        for published in self.remote_by_name.values():
-            published.sort(key=lambda c: c.node)
+        else:
+            for c in remote:
+                # Our own records come back from the store; the engine knows them better.
+                if c.node != node:
+                    self.remote[c.node, c.name] = c
+                    self.remote_by_name[c.name].append(c)
+            for published in self.remote_by_name.values():
+                published.sort(key=lambda c: c.node)
         self.by_id: dict[str, Container] = {}
         self.by_name: dict[str, Container] = {}
         self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
