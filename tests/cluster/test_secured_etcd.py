@@ -673,7 +673,12 @@ def test_one_user_and_role_per_node(auth_nodes, auth_etcd, containers, container
     print(f"misassigned credentials: reason {state['reason']!r}")
     assert (f"publisher: permission denied: etcd user '{user_a}' may not write "
             f"{prefix}/nodes/c/") in state["reason"]
-    assert "README" in state["reason"] and "watcher" not in state["reason"]
+    assert "README" in state["reason"]
+    # Reading is allowed: the watcher connects, and only the publisher stays refused.
+    state = wait_until(lambda: (st := auth_nodes.cluster_state("c")) and "watcher" not in
+                       st["reason"] and st, timeout=10, what="only the publisher refused",
+                       show=lambda: auth_nodes.state("c"))  # fmt: skip
+    assert state["reason"].startswith("publisher: permission denied"), state
     warning = d.wait_log(lambda e: e.get("event", "").startswith(
         "etcd refuses this node's user"), timeout=5)  # fmt: skip
     assert "permission denied" in warning["reason"]
