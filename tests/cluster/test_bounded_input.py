@@ -133,3 +133,43 @@ def test_a_flood_of_large_invalid_keys_is_kept_short_and_summarised(nodes, conta
           f"the watch; {at_start:.1f} MiB after reading them at start")
     assert after_watch - before < 30, (before, after_watch)
     assert at_start < before + 20, (before, at_start)
+
+
+def test_a_record_at_an_address_no_other_host_can_hold_is_refused_and_said_once(
+    nodes, containers, wait_until
+):
+    """A node claims its db is at 127.0.0.1, then cycles through loopback, link-local and
+    v4-mapped forms: no line is ever written, and the problem is said once."""
+    from integration.util import LINKS, block
+
+    web = containers.run("web", labels={LINKS: "x/evil x/good"})
+    d = nodes.start("a")
+    wait_until(lambda: nodes.cluster_state("a")["connected"], timeout=10)
+    writer = Writer(nodes.etcd.endpoints[0])
+    key = nodes.key("x", "evil")
+
+    def value(ipv4: str, ipv6: str = "") -> bytes:
+        return json.dumps({"name": "evil", "node": "x", "ipv4": ipv4, "ipv6": ipv6}).encode()
+
+    try:
+        writer.put(nodes.key("x", "good"), json.dumps(
+            {"name": "good", "node": "x", "ipv4": "192.0.2.7"}).encode())
+        for ipv4, ipv6 in [("127.0.0.1", ""), ("127.0.0.2", ""), ("169.254.169.254", ""),
+                           ("", "::ffff:127.0.0.1"), ("", "::1"), ("0.0.0.0", ""),
+                           ("224.0.0.1", ""), ("255.255.255.255", ""), ("", "fe80::1")]:
+            writer.put(key, value(ipv4, ipv6))
+    finally:
+        writer.close()
+    wait_until(lambda: [a for link in nodes.links_of("a", web)
+                        for a in link.get("addresses") or []] == ["192.0.2.7"],
+               timeout=10, what="only x/good resolved", show=lambda: nodes.state("a"))
+    wait_until(lambda: nodes.cluster_state("a")["ignored"]["rejected"] == 1, timeout=5,
+               show=lambda: nodes.cluster_state("a"))  # fmt: skip
+    assert block(containers.hosts(web)) == ["192.0.2.7\tgood"]
+    refused = [e["event"] for e in d.logs() if "ignored cluster record" in str(e.get("event"))]
+    # Each reason once: 127.0.0.1 and 127.0.0.2 are one problem, not two.
+    assert len(refused) == len(set(refused)), refused
+    assert sum("loopback" in r for r in refused) == 3, refused  # v4, inside v6, v6
+    assert all("127.0.0" not in r and "169.254" not in r for r in refused), refused
+    evil = next(link for link in nodes.links_of("a", web) if link["spec"] == "x/evil")
+    assert evil["addresses"] == [] and evil["problem"]
