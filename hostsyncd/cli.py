@@ -10,7 +10,14 @@ from pathlib import Path
 
 from hostsyncd import __version__
 from hostsyncd import logging as hlog
-from hostsyncd.config import Config, ConfigError, ConfigUnreadable, load, locate
+from hostsyncd.config import (
+    Config,
+    ConfigError,
+    ConfigUnreadable,
+    load,
+    locate,
+    secret_warnings,
+)
 
 EXIT_CONFIG = 2
 EXIT_ENGINE = 3
@@ -64,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hostsyncd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "check-config":
+        for warning in secret_warnings(path, config):
+            print(f"hostsyncd: warning: {warning}", file=sys.stderr)
         print(f"{path}: OK" if named or path.exists() else
               f"{path}: no such file; every key has its default")
         return 0
@@ -76,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _graph(config, args.format)
     from hostsyncd.daemon import Daemon
 
+    for warning in secret_warnings(path, config):
+        hlog.get_logger().warning("secret readable by group or others", problem=warning)
     return Daemon(config, reload_config=lambda: load(path, missing_ok=not named)).run()
 
 
@@ -114,7 +125,8 @@ def _graph(config: Config, fmt: str) -> int:
         engine.close()
     cluster = config.cluster
     try:
-        snapshot = Snapshot(local, read_remote(cluster), cluster.node) if cluster.enabled \
+        snapshot = Snapshot(local, read_remote(cluster), cluster.node,
+                            cluster.resolve_bare_names) if cluster.enabled \
             else Snapshot(local)
     except EtcdError as exc:
         print(f"hostsyncd: etcd unreachable: {exc}", file=sys.stderr)

@@ -16,9 +16,14 @@ the cluster shows as degraded until both threads are back.
 from __future__ import annotations
 
 import base64
+import bisect
 import codecs
+import hashlib
+import itertools
 import json
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +33,34 @@ from typing import Any
 import requests
 
 from hostsyncd.config import ClusterConfig
+from hostsyncd.core.graph import RemoteIndex
+from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container
-from hostsyncd.core.records import RecordError, nodes_prefix, parse_record, record_key
+from hostsyncd.core.records import (
+    RecordError,
+    nodes_prefix,
+    owner_key,
+    parse_record,
+    record_key,
+)
 
 MAX_BACKOFF = 5.0
+# A range read asks for a page of keys at a time, so that a prefix holding a flood of keys
+# never arrives as one reply. The first page is small; the next ones are sized from the
+# bytes per key seen so far to about RANGE_PAGE_BYTES, between 1 and RANGE_PAGE keys
+# (records are a few hundred bytes: 10,000 of them take about 11 requests).
+RANGE_FIRST_PAGE = 20
+RANGE_PAGE = 1000
+RANGE_PAGE_BYTES = 2 << 20
+# A watch message larger than this is not buffered further: the watch is dropped and
+# everything is read again, page by page. A message carries one revision's events; one
+# this large comes only from a transaction written to flood the watchers.
+MAX_WATCH_MESSAGE = 16 << 20
+# Rejected keys are kept (as a digest and a short message) up to this many; beyond it they
+# are only counted. The first MAX_REJECTED_LISTED are reported one by one, the rest in one
+# summary.
+MAX_REJECTED_KEPT = 1000
+MAX_REJECTED_LISTED = 20
 # A clean shutdown gives the lease revoke at most this long: etcd being away must not hold
 # up a stop, and the records expire with the lease anyway.
 REVOKE_TIMEOUT = 2.0
@@ -39,6 +68,14 @@ REVOKE_TIMEOUT = 2.0
 
 class EtcdError(Exception):
     """No member answered the request, or etcd refused it."""
+
+
+class PermissionDenied(EtcdError):
+    """etcd refused the user what it asked: every member would say the same."""
+
+
+class WatchTooLarge(Exception):
+    """A watch message grew beyond MAX_WATCH_MESSAGE."""
 
 
 def _b64(data: bytes) -> str:
@@ -51,10 +88,6 @@ def _unb64(text: str) -> bytes:
 
 def _kv_key(kv: dict[str, Any]) -> str:
     return _unb64(kv.get("key", "")).decode("utf-8", "replace")
-
-
-def _kv_record(prefix: str, kv: dict[str, Any]) -> Container | RecordError:
-    return parse_record(prefix, _kv_key(kv), _unb64(kv.get("value", "")))
 
 
 def prefix_end(prefix: bytes) -> bytes:
@@ -78,6 +111,10 @@ class EtcdClient:
         self._index = 0
         self._token: str | None = None
         self._session = requests.Session()
+        # Nothing from the environment: no proxy variables (a proxy would see every record
+        # and the credentials), no ~/.netrc credentials sent along, no CA bundle variables
+        # (the configured `ca` alone decides).
+        self._session.trust_env = False
         # Given with each request: requests lets REQUESTS_CA_BUNDLE override a session's
         # verify, and the configured CA must win.
         self._verify: str | bool = str(config.ca) if config.ca is not None else True
@@ -108,6 +145,8 @@ class EtcdClient:
         for _ in range(len(self.endpoints)):
             try:
                 return self._post_one(path, body, timeout, stream)
+            except PermissionDenied:
+                raise
             except EtcdError as exc:
                 errors.append(f"{self.endpoint}: {exc}")
                 self._index = (self._index + 1) % len(self.endpoints)
@@ -120,9 +159,11 @@ class EtcdClient:
                 self._authenticate()
             headers = {"Authorization": self._token} if self._token else {}
             try:
+                # No redirects: a 307 would send the token (or the password) on to
+                # wherever it points.
                 response = self._session.post(self.endpoint + path, json=body, headers=headers,
                                               timeout=timeout, stream=stream,
-                                              verify=self._verify)
+                                              verify=self._verify, allow_redirects=False)
             except requests.RequestException as exc:
                 raise EtcdError(_request_error(exc)) from exc
             if response.status_code == 200:
@@ -132,11 +173,13 @@ class EtcdClient:
             if response.status_code == 401 and self.config.username and attempt == 0:
                 self._token = None  # expired token: log in again, once
                 continue
+            if "permission denied" in reason.lower():
+                raise PermissionDenied(reason)
             raise EtcdError(f"HTTP {response.status_code}: {reason}")
         raise EtcdError("authentication failed")
 
     def _authenticate(self) -> None:
-        password = self.config.password
+        password = self.config.password.get_secret_value()
         if self.config.password_file is not None:
             try:
                 password = self.config.password_file.read_text().splitlines()[0]
@@ -148,6 +191,7 @@ class EtcdClient:
                 json={"name": self.config.username, "password": password},
                 timeout=self.config.timeout,
                 verify=self._verify,
+                allow_redirects=False,
             )
         except requests.RequestException as exc:
             raise EtcdError(_request_error(exc)) from exc
@@ -159,9 +203,33 @@ class EtcdClient:
 
     def range(self, prefix: bytes) -> tuple[int, list[dict[str, Any]]]:
         """Every key under prefix: (revision, kvs)."""
-        body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
-        reply = self.call("/v3/kv/range", body)
-        return int(reply.get("header", {}).get("revision", 0)), reply.get("kvs", [])
+        revision, kvs = 0, []
+        for at, page in self.range_pages(prefix):
+            revision = at
+            kvs += page
+        return revision, kvs
+
+    def range_pages(self, prefix: bytes) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+        """Every key under prefix, a page per request, all at the first page's revision:
+        (revision, kvs) per page."""
+        end = _b64(prefix_end(prefix))
+        key, revision = prefix, 0
+        page, seen_keys, seen_bytes = RANGE_FIRST_PAGE, 0, 0
+        while True:
+            body: dict[str, Any] = {"key": _b64(key), "range_end": end, "limit": str(page)}
+            if revision:
+                body["revision"] = str(revision)
+            reply = self.call("/v3/kv/range", body)
+            if not revision:
+                revision = int(reply.get("header", {}).get("revision", 0))
+            kvs = reply.get("kvs", [])
+            yield revision, kvs
+            if not reply.get("more") or not kvs:
+                return
+            key = _unb64(kvs[-1].get("key", "")) + b"\0"  # the next key after the last
+            seen_keys += len(kvs)
+            seen_bytes += sum(len(kv.get("key", "")) + len(kv.get("value", "")) for kv in kvs)
+            page = max(1, min(RANGE_PAGE, RANGE_PAGE_BYTES * seen_keys // max(1, seen_bytes)))
 
     def put(self, key: str, value: bytes, lease: int) -> None:
         self.call("/v3/kv/put", {"key": _b64(key.encode()), "value": _b64(value),
@@ -181,6 +249,25 @@ class EtcdClient:
         reply = self.call("/v3/lease/keepalive", {"ID": str(lease)})
         return int(reply.get("result", {}).get("TTL", 0))
 
+    def claim(self, key: str, value: bytes, lease: int) -> tuple[bool, dict[str, Any]]:
+        """Put key on the lease only if it does not exist (one transaction): (True, {})
+        when this lease holds it now, else (False, the holder's key-value)."""
+        raw = _b64(key.encode())
+        reply = self.call("/v3/kv/txn", {
+            "compare": [{"key": raw, "target": "CREATE", "result": "EQUAL",
+                         "create_revision": "0"}],
+            "success": [{"request_put": {"key": raw, "value": _b64(value),
+                                         "lease": str(lease)}}],
+            "failure": [{"request_range": {"key": raw}}],
+        })  # fmt: skip
+        if reply.get("succeeded"):
+            return True, {}
+        responses = reply.get("responses") or [{}]
+        kvs = (responses[0].get("response_range") or {}).get("kvs") or [{}]
+        holder = kvs[0]
+        # Ours already (a claim whose answer was lost, then retried): still ours.
+        return int(holder.get("lease", 0)) == lease, holder
+
     def revoke(self, lease: int, timeout: float) -> None:
         self.call("/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout)
 
@@ -199,6 +286,9 @@ class EtcdClient:
         try:
             for chunk in response.iter_content(chunk_size=None):
                 buffer += text.decode(chunk)
+                if len(buffer) > MAX_WATCH_MESSAGE:
+                    raise WatchTooLarge(f"a watch message larger than "
+                                        f"{MAX_WATCH_MESSAGE >> 20} MiB")
                 while True:
                     buffer = buffer.lstrip()
                     if not buffer:
@@ -218,14 +308,174 @@ class EtcdClient:
 
 
 def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
-    """Every node's usable records, with one range read (for one-shot commands)."""
+    """Every node's usable records, with one (paged) range read, for one-shot commands."""
     client = EtcdClient(config)
+    view = RemoteView(config.prefix, config.node, config.max_records_per_node)
     try:
-        _, kvs = client.range(nodes_prefix(config.prefix).encode())
+        for _, kvs in client.range_pages(nodes_prefix(config.prefix).encode()):
+            for kv in kvs:
+                view.put(kv)
     finally:
         client.close()
-    found = (_kv_record(config.prefix, kv) for kv in kvs)
-    return tuple(c for c in found if isinstance(c, Container))
+    return view.records()
+
+
+_OWNER = re.compile(r"[^/]+/owner")
+
+
+class RemoteView:
+    """Other nodes' records as read from etcd, bounded: at most `cap` records per node,
+    and rejected keys only as a digest and a short message (at most MAX_REJECTED_KEPT of
+    them; beyond that, counted). Not thread-safe: the Cluster holds its lock around it."""
+
+    def __init__(self, prefix: str, node: str, cap: int) -> None:
+        self.prefix = prefix
+        self.cap = cap
+        self._nodes = nodes_prefix(prefix)
+        self._own = f"{self._nodes}{node}/"
+        self.remote: dict[str, Container] = {}
+        # The same records indexed as a Snapshot looks them up, kept up to date here, so
+        # a change does not cost indexing them all again (see index()).
+        self.by_key: dict[tuple[str, str], Container] = {}
+        self.by_name: dict[str, list[Container]] = {}
+        # Each node's record names, sorted, for the state file: kept here too, so that
+        # writing the state costs no sort of every record.
+        self.names: dict[str, list[str]] = {}
+        self.version = 0
+        self.per_node: dict[str, int] = {}
+        self.over_cap: dict[str, int] = {}  # node: records ignored over its cap
+        self.rejected: dict[bytes, str] = {}  # digest of the key: why
+        self.rejected_more = 0  # rejected keys beyond MAX_REJECTED_KEPT (not kept)
+
+    def state(self) -> tuple[Any, ...]:
+        return (self.remote, self.over_cap, self.rejected, self.rejected_more)
+
+    def records(self) -> tuple[Container, ...]:
+        return tuple(sorted(self.remote.values(), key=lambda c: (c.node, c.name)))
+
+    def index(self) -> RemoteIndex:
+        """A read-only copy of the index, for the daemon's thread: two dict copies (the
+        lists are replaced, never changed in place, so sharing them is safe)."""
+        return RemoteIndex(self.version, dict(self.by_key), dict(self.by_name))
+
+    def _indexed(self, found: Container | None, gone: Container | None) -> None:
+        self.version += 1
+        if found is None and gone is not None:
+            names = self.names[gone.node]
+            del names[bisect.bisect_left(names, gone.name)]
+            if not names:
+                del self.names[gone.node]
+        elif found is not None and gone is None:
+            bisect.insort(self.names.setdefault(found.node, []), found.name)
+        if gone is not None:
+            del self.by_key[gone.node, gone.name]
+            left = [c for c in self.by_name.get(gone.name, ()) if c.node != gone.node]
+            if left:
+                self.by_name[gone.name] = left
+            else:
+                self.by_name.pop(gone.name, None)
+        if found is not None:
+            self.by_key[found.node, found.name] = found
+            same = [c for c in self.by_name.get(found.name, ()) if c.node != found.node]
+            self.by_name[found.name] = sorted([*same, found], key=_by_node)
+
+    def put(self, kv: dict[str, Any]) -> bool:
+        """A key's new value (from a range read or a watch); True if the view changed."""
+        key = _kv_key(kv)
+        if key.startswith(self._own) or _OWNER.fullmatch(key.removeprefix(self._nodes)):
+            return False  # this node's own keys; any node's name claim (not a record)
+        found = parse_record(self.prefix, key, _unb64(kv.get("value", "")))
+        if isinstance(found, RecordError):
+            changed = self._drop(key)
+            digest = _digest(key)
+            message = str(found)
+            if digest in self.rejected or len(self.rejected) < MAX_REJECTED_KEPT:
+                changed |= self.rejected.get(digest) != message
+                self.rejected[digest] = message
+            else:
+                self.rejected_more += 1
+                changed = True
+            return changed
+        self.rejected.pop(_digest(key), None)
+        before = self.remote.get(key)
+        if before is None:
+            if self.per_node.get(found.node, 0) >= self.cap:
+                self.over_cap[found.node] = self.over_cap.get(found.node, 0) + 1
+                return True
+            self.per_node[found.node] = self.per_node.get(found.node, 0) + 1
+        elif before == found:
+            return False
+        self.remote[key] = found
+        self._indexed(found, before)
+        return True
+
+    def delete(self, key: str) -> tuple[bool, bool]:
+        """A key went: (the view changed, a read of everything is due). A node over its
+        cap that loses a record may have one to take its place, which only a read finds."""
+        node = self.remote[key].node if key in self.remote else ""
+        changed = self._drop(key)
+        changed |= self.rejected.pop(_digest(key), None) is not None
+        return changed, bool(node and self.over_cap.get(node))
+
+    def _drop(self, key: str) -> bool:
+        found = self.remote.pop(key, None)
+        if found is None:
+            return False
+        self._indexed(None, found)
+        left = self.per_node[found.node] - 1
+        if left:
+            self.per_node[found.node] = left
+        else:
+            del self.per_node[found.node]
+        return True
+
+    def problems(self) -> dict[str, str]:
+        """What to report, each once: the first rejected keys one by one, then one summary,
+        and each node over its cap (messages without counts, so they stay the same)."""
+        out = {}
+        # The first ones as they came: a later key must not push one out and be said.
+        for digest, message in itertools.islice(self.rejected.items(), MAX_REJECTED_LISTED):
+            out[digest.hex()] = message
+        if len(self.rejected) > MAX_REJECTED_LISTED or self.rejected_more:
+            out["rejected:more"] = (f"more than {MAX_REJECTED_LISTED} cluster records are "
+                                    "ignored; `hostsyncd status --json` counts them")
+        for node in sorted(self.over_cap):
+            out[f"cap:{node}"] = (f"node {node!r} publishes more than {self.cap} records "
+                                  "(cluster.max_records_per_node): the rest are ignored")
+        return out
+
+    def counts(self) -> dict[str, Any]:
+        return {"rejected": len(self.rejected) + self.rejected_more,
+                "over_cap": dict(sorted(self.over_cap.items()))}
+
+
+def _holder_text(node: str, holder: dict[str, Any]) -> str:
+    """Who holds the node name, from its owner key: untrusted, so only plain parts."""
+    about = []
+    try:
+        data = json.loads(_unb64(holder.get("value", "")))
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        host, pid = data.get("host"), data.get("pid")
+        if isinstance(host, str) and is_docker_name(host):
+            about.append(f"host {host[:64]}")
+        if isinstance(pid, int) and not isinstance(pid, bool):
+            about.append(f"pid {pid}")
+    lease = holder.get("lease")
+    if lease:
+        about.append(f"lease {int(lease):x}")
+    who = f" ({', '.join(about)})" if about else ""
+    return f"node name {node!r} is held by another daemon{who}: this one does not publish"
+
+
+def _by_node(container: Container) -> str:
+    return container.node
+
+
+def _digest(key: str) -> bytes:
+    # A key may be as large as etcd allows (1.5 MiB): only its digest is kept.
+    return hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
 def _request_error(exc: requests.RequestException) -> str:
@@ -240,6 +490,8 @@ _REASON = re.compile(r"\[(?:Errno \d+|SSL[^\]]*)\][^'\")(]*")
 
 
 def _error_text(response: requests.Response) -> str:
+    if response.is_redirect:
+        return "a redirect, which is not followed (it could take the credentials elsewhere)"
     try:
         body = response.json()
     except ValueError:
@@ -269,13 +521,17 @@ class Cluster:
         self._lock = threading.Condition()
         self._desired: dict[str, bytes] = {}
         self._desired_version = 0
-        self._remote: dict[str, Container] = {}
-        self._rejected: dict[str, str] = {}
+        self._view = RemoteView(config.prefix, config.node, config.max_records_per_node)
+        self._said: set[str] = set()  # caps already reported
+        self._owner = owner_key(config.prefix, config.node)
+        self._claimed = False
+        self._conflict = ""  # why this daemon does not publish: another holds the name
+        self._owner_gone = False  # the watcher saw the name's owner key go
         self._loaded = threading.Event()
         self._failures: dict[str, str] = {"publisher": "connecting", "watcher": "connecting"}
         self._health = ClusterHealth(False, time.time(), "connecting")
         self._warned = False
-        self._own_prefix = record_key(config.prefix, config.node, "")
+        self._own_node_prefix = f"{nodes_prefix(config.prefix)}{config.node}/"
         self._stopping = threading.Event()
         self._threads = [
             threading.Thread(target=self._publish_loop, name="cluster-publish", daemon=True),
@@ -307,21 +563,23 @@ class Cluster:
                 self._desired_version += 1
                 self._lock.notify_all()
 
-    def remote_records(self) -> tuple[Container, ...]:
+    def remote_records(self) -> RemoteIndex:
+        """Other nodes' records, indexed for a Snapshot (see graph.RemoteIndex)."""
         with self._lock:
-            return tuple(sorted(self._remote.values(), key=lambda c: (c.node, c.name)))
+            return self._view.index()
 
     def rejected(self) -> dict[str, str]:
+        """Problems with other nodes' records, each meant to be reported once."""
         with self._lock:
-            return dict(self._rejected)
+            return self._view.problems()
 
     def state(self) -> dict[str, Any]:
         with self._lock:
             health = self._health
-            published = sorted(self._desired)
-            remote: dict[str, list[str]] = {}
-            for record in self._remote.values():
-                remote.setdefault(record.node, []).append(record.name)
+            published = sorted(self._desired) if self._claimed else []
+            claimed, conflict = self._claimed, self._conflict
+            remote = {node: list(names) for node, names in sorted(self._view.names.items())}
+            ignored = self._view.counts()
         return {
             "enabled": True,
             "node": self.config.node,
@@ -330,7 +588,10 @@ class Cluster:
             "reason": health.reason,
             "endpoint": health.endpoint,
             "published": published,
-            "remote": {node: sorted(names) for node, names in sorted(remote.items())},
+            "claimed": claimed,
+            "conflict": conflict,
+            "remote": remote,
+            "ignored": ignored,
         }
 
     # -- health ---------------------------------------------------------------------------
@@ -357,6 +618,9 @@ class Cluster:
             self._warned = (self._warned or warn) and not connected
         if connected and not before.connected:
             self.log.info("etcd connected", endpoint=endpoint, node=self.config.node)
+        elif warn and "permission denied" in reason:
+            self.log.warning("etcd refuses this node's user; keeping the last known remote "
+                             "records", reason=reason, node=self.config.node)
         elif warn:
             self.log.warning("etcd unreachable; keeping the last known remote records",
                              reason=reason, node=self.config.node)
@@ -380,6 +644,7 @@ class Cluster:
                 try:
                     if not lease:
                         lease, written = client.grant(self.config.lease_ttl), None
+                        self._set_claimed(False, "")
                         next_keepalive = time.monotonic() + interval
                     if time.monotonic() >= next_keepalive:
                         if client.keepalive(lease) <= 0:
@@ -389,10 +654,29 @@ class Cluster:
                             continue
                         next_keepalive = time.monotonic() + interval
                     with self._lock:
+                        gone, self._owner_gone = self._owner_gone, False
+                    if (gone or not self._claimed) and not self._claim(client, lease):
+                        written = None
+                        self._set_health("publisher", None, client.endpoint)
+                        backoff = 0.1
+                        # Until the holder goes: the watcher wakes this thread when the
+                        # owner key is deleted; a retry each second covers the rest.
+                        with self._lock:
+                            if not self._owner_gone and not self._stopping.is_set():
+                                self._lock.wait(min(1.0, interval, max(
+                                    0.0, next_keepalive - time.monotonic())))
+                        continue
+                    with self._lock:
                         desired, version = dict(self._desired), self._desired_version
                     written = self._write_records(client, lease, desired, written)
                     self._set_health("publisher", None, client.endpoint)
                     backoff = 0.1
+                except PermissionDenied:
+                    written = None
+                    self._set_health("publisher", self._denied("write", self._own_node_prefix),
+                                     client.endpoint)
+                    self._wait(MAX_BACKOFF)  # the role will not change by itself soon
+                    continue
                 except EtcdError as exc:
                     written = None
                     self._set_health("publisher", str(exc), client.endpoint)
@@ -401,7 +685,7 @@ class Cluster:
                     continue
                 with self._lock:
                     while (not self._stopping.is_set() and version == self._desired_version
-                           and time.monotonic() < next_keepalive):
+                           and not self._owner_gone and time.monotonic() < next_keepalive):
                         self._lock.wait(max(0.0, next_keepalive - time.monotonic()))
         finally:
             if lease:
@@ -412,6 +696,27 @@ class Cluster:
                                      reason=str(exc), node=self.config.node)
             client.close()
 
+    def _claim(self, client: EtcdClient, lease: int) -> bool:
+        """Hold this node's name on our lease, unless another daemon holds it."""
+        value = json.dumps({"node": self.config.node, "host": socket.gethostname(),
+                            "pid": os.getpid(), "since": time.time()}).encode()
+        claimed, holder = client.claim(self._owner, value, lease)
+        self._set_claimed(claimed, "" if claimed else _holder_text(self.config.node, holder))
+        return claimed
+
+    def _set_claimed(self, claimed: bool, conflict: str) -> None:
+        with self._lock:
+            before = (self._claimed, self._conflict)
+            self._claimed, self._conflict = claimed, conflict
+        if (claimed, conflict) == before:
+            return
+        if conflict and not before[1]:
+            self.log.warning("node name held by another daemon; not publishing, links on "
+                             "this host still served", problem=conflict, node=self.config.node)
+        elif claimed and before[1]:
+            self.log.info("node name claimed; publishing", node=self.config.node)
+        self.on_change()
+
     def _write_records(self, client: EtcdClient, lease: int, desired: dict[str, bytes],
                        written: dict[str, bytes] | None) -> dict[str, bytes]:
         """Make this node's keys hold `desired`; returns what etcd now holds."""
@@ -419,14 +724,14 @@ class Cluster:
             # After a failure (or at start) what etcd holds is unknown: read it back, and
             # drop what an earlier run of this node left behind.
             own = record_key(self.config.prefix, self.config.node, "")
-            _, kvs = client.range(own.encode())
             written = {}
-            for kv in kvs:
-                name = _kv_key(kv).removeprefix(own)
-                if name in desired and int(kv.get("lease", 0)) == lease:
-                    written[name] = _unb64(kv.get("value", ""))
-                elif name not in desired:
-                    client.delete(own + name)
+            for _, kvs in client.range_pages(own.encode()):
+                for kv in kvs:
+                    name = _kv_key(kv).removeprefix(own)
+                    if name in desired and int(kv.get("lease", 0)) == lease:
+                        written[name] = _unb64(kv.get("value", ""))
+                    elif name not in desired:
+                        client.delete(own + name)
         put = [name for name, value in desired.items() if written.get(name) != value]
         deleted = sorted(written.keys() - desired.keys())
         for name in put:
@@ -451,8 +756,7 @@ class Cluster:
         while not self._stopping.is_set():
             try:
                 if not revision:
-                    revision, kvs = client.range(prefix)
-                    self._replace_remote(kvs)
+                    revision = self._read_all(client, prefix)
                     self._loaded.set()
                 began = time.monotonic()
                 for message in client.watch(prefix, revision + 1):
@@ -463,15 +767,30 @@ class Cluster:
                         revision = 0  # compacted past our revision: read everything again
                         break
                     events = message.get("events", [])
-                    self._apply_events(events)
+                    reread = self._apply_events(events)
                     for event in events:
                         revision = max(revision, int(event.get("kv", {}).get("mod_revision", 0)))
+                    if reread:
+                        revision = 0
+                        break
                 # A stream that breaks at once again and again must not spin.
                 if time.monotonic() - began < 1.0:
                     self._wait(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
                 else:
                     backoff = 0.1
+            except WatchTooLarge as exc:
+                # Read everything again (paged); the watch then starts after that message.
+                revision = 0
+                self._say_once("watch", "etcd watch message too large; reading every "
+                               "record again instead", reason=str(exc))
+                self._wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except PermissionDenied:
+                revision = 0
+                self._set_health("watcher", self._denied("read", nodes_prefix(
+                    self.config.prefix)), client.endpoint)
+                self._wait(MAX_BACKOFF)
             except EtcdError as exc:
                 revision = 0
                 self._set_health("watcher", str(exc), client.endpoint)
@@ -479,49 +798,54 @@ class Cluster:
                 backoff = min(backoff * 2, MAX_BACKOFF)
         client.close()
 
-    def _parse(self, kv: dict[str, Any]) -> tuple[str, Container | RecordError | None]:
-        """A record of another node; None for this node's own (the engine knows them
-        better, and their echo must not cost the daemon a pass)."""
-        key = _kv_key(kv)
-        if key.startswith(self._own_prefix):
-            return key, None
-        return key, _kv_record(self.config.prefix, kv)
+    def _denied(self, access: str, prefix: str) -> str:
+        user = repr(self.config.username) if self.config.username else "(no user)"
+        role = "readwrite" if access == "write" else "read"
+        return (f"permission denied: etcd user {user} may not {access} {prefix} (its role "
+                f"needs {role} on that prefix; README: one etcd user and role per node)")
 
-    def _replace_remote(self, kvs: list[dict[str, Any]]) -> None:
-        remote: dict[str, Container] = {}
-        rejected: dict[str, str] = {}
-        for kv in kvs:
-            key, found = self._parse(kv)
-            if isinstance(found, RecordError):
-                rejected[key] = str(found)
-            elif found is not None:
-                remote[key] = found
+    def _say_once(self, what: str, message: str, **fields: Any) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            self.log.warning(message, node=self.config.node, **fields)
+
+    def _read_all(self, client: EtcdClient, prefix: bytes) -> int:
+        """Every node's records, page by page, into a new view; its revision."""
+        view = RemoteView(self.config.prefix, self.config.node,
+                          self.config.max_records_per_node)
+        revision = pages = 0
+        for at, kvs in client.range_pages(prefix):
+            revision = at
+            pages += 1
+            for kv in kvs:
+                view.put(kv)
+        if pages > 1:
+            self._say_once("paged", "etcd range read paged", pages=pages)
         with self._lock:
-            changed = (remote, rejected) != (self._remote, self._rejected)
-            self._remote, self._rejected = remote, rejected
+            changed = view.state() != self._view.state()
+            self._view = view
         if changed:
             self.on_change()
+        return revision
 
-    def _apply_events(self, events: list[dict[str, Any]]) -> None:
-        changed = False
+    def _apply_events(self, events: list[dict[str, Any]]) -> bool:
+        """Watch events into the view; True if everything must be read again."""
+        changed = reread = False
         with self._lock:
             for event in events:
                 kv = event.get("kv", {})
                 if event.get("type") == "DELETE":
                     key = _kv_key(kv)
-                    changed |= self._remote.pop(key, None) is not None
-                    changed |= self._rejected.pop(key, None) is not None
-                    continue
-                key, found = self._parse(kv)  # PUT: the gateway leaves out type 0
-                if found is None:
-                    continue
-                if isinstance(found, RecordError):
-                    changed |= self._remote.pop(key, None) is not None
-                    changed |= self._rejected.get(key) != str(found)
-                    self._rejected[key] = str(found)
-                else:
-                    changed |= self._remote.get(key) != found
-                    self._remote[key] = found
-                    self._rejected.pop(key, None)
+                    if key == self._owner:
+                        # The name is free (its holder went, or ours was deleted): claim
+                        # it now, not at the next retry.
+                        self._owner_gone = True
+                        self._lock.notify_all()
+                    gone, due = self._view.delete(key)
+                    changed |= gone
+                    reread |= due
+                else:  # PUT: the gateway leaves out type 0
+                    changed |= self._view.put(kv)
         if changed:
             self.on_change()
+        return reread

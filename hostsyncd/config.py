@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -103,18 +107,29 @@ class ClusterConfig(_Section):
     # The network whose address is published; "" means each container's first network.
     advertise_network: str = ""
     publish_label: str = Field("hostsyncd.publish", min_length=1)
+    # A bare link name may resolve to another node's record (README: what that risks).
+    resolve_bare_names: bool = False
+    # Records beyond this many from one node are ignored (and reported once).
+    max_records_per_node: int = Field(10_000, ge=1, le=1_000_000)
     timeout: float = Field(5.0, gt=0, le=300)
     ca: AbsolutePath | None = None
     cert: AbsolutePath | None = None
     key: AbsolutePath | None = None
     username: str = ""
-    password: str = ""
+    # A SecretStr: repr(), str() and error messages show '**********', not the password.
+    password: SecretStr = SecretStr("")
     password_file: AbsolutePath | None = None
 
     @field_validator("endpoints")
     @classmethod
     def _http_urls(cls, endpoints: list[str]) -> list[str]:
-        for url in endpoints:
+        for i, url in enumerate(endpoints):
+            if "@" in url:
+                # The URL is not repeated: it holds a password. An endpoint is logged and
+                # shown in the state file, where a password must never be.
+                raise ValueError(f"endpoint {i + 1} holds user info ('user:password@'), "
+                                 "which would end up in logs and the state file: use "
+                                 "username and password_file")
             if not re.fullmatch(r"https?://[^/\s]+/?", url):
                 raise ValueError(f"{url!r} is not an http:// or https:// URL of host:port")
             _no_password(url)
@@ -139,11 +154,29 @@ class ClusterConfig(_Section):
     def _consistent(self) -> ClusterConfig:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together")
-        if self.password and self.password_file is not None:
+        password = bool(self.password.get_secret_value())
+        if password and self.password_file is not None:
             raise ValueError("give password or password_file, not both")
-        if (self.password or self.password_file is not None) and not self.username:
+        if (password or self.password_file is not None) and not self.username:
             raise ValueError("a password needs a username")
+        if self.username:
+            clear = [url for url in self.endpoints
+                     if url.startswith("http://") and not _is_loopback(url)]
+            if clear:
+                raise ValueError(f"endpoints: {clear[0]} is plain http:// to a host other "
+                                 "than this one, and username would send the password and "
+                                 "tokens over it in clear text: use https://")
         return self
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Config(_Section):
@@ -189,6 +222,28 @@ def load(path: Path, *, missing_ok: bool = False) -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"{path}: invalid config:\n" + _describe(exc)) from None
+
+
+def secret_warnings(path: Path, config: Config) -> list[str]:
+    """Files holding a secret that group or others may read (for check-config and the
+    daemon's start). A missing or unreadable file is not a warning here: the config load
+    or the first login says so."""
+    found = []
+    cluster = config.cluster
+    if cluster.password.get_secret_value():
+        found.append((path, "holds cluster.password"))
+    if cluster.password_file is not None:
+        found.append((cluster.password_file, "is cluster.password_file"))
+    out = []
+    for file, what in found:
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+        except OSError:
+            continue
+        if mode & 0o044:
+            out.append(f"{file} {what} and is readable by group or others (mode "
+                       f"{mode:04o}): chmod 600 {file}")
+    return out
 
 
 def _describe(exc: ValidationError) -> str:

@@ -155,7 +155,8 @@ class Daemon:
         assert self.cluster is not None
         self.reconciler.problems.set("cluster/records", self.cluster.rejected())
         return self.reconciler.observed.cluster(self.config.cluster.node,
-                                                self.cluster.remote_records())
+                                                self.cluster.remote_records(),
+                                                self.config.cluster.resolve_bare_names)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -434,7 +435,8 @@ def run_once(config: Config) -> tuple[int, list[str]]:
     reconciler = build_reconciler(config, hlog.get_logger())
     if config.cluster.enabled:
         # Raises when etcd is away: a sync without the remote records would strip lines.
-        reconciler.observed.cluster(config.cluster.node, read_remote(config.cluster))
+        reconciler.observed.cluster(config.cluster.node, read_remote(config.cluster),
+                                    config.cluster.resolve_bare_names)
     try:
         reconciler.refresh()
         result = reconciler.reconcile(verify_all=True)

@@ -96,11 +96,18 @@ def _cluster_lines(cluster: dict[str, Any], when: Callable[[float], str]) -> lis
         head += f"DEGRADED since {when(cluster['since'])}: {cluster['reason']}"
     remote = cluster["remote"]
     kept = " (last known, kept)" if not cluster["connected"] else ""
+    ignored = cluster.get("ignored") or {}
+    over = ", ".join(f"{node} ({n})" for node, n in (ignored.get("over_cap") or {}).items())
     return [
         head,
+        *([f"            NOT PUBLISHING: {cluster['conflict']}"] if cluster.get("conflict")
+          else []),
         f"            publishes {len(cluster['published'])}: "
         + (", ".join(cluster["published"]) or "-"),
         *(f"            node {node}{kept}: {', '.join(names)}" for node, names in remote.items()),
+        *([f"            ignored: {ignored.get('rejected', 0)} invalid records"
+           + (f"; over max_records_per_node: {over}" if over else "")]
+          if ignored.get("rejected") or over else []),
     ]
 
 

@@ -29,13 +29,15 @@ class Problem(Enum):
     NOT_PUBLISHED = "that node publishes no container of this name"
     AMBIGUOUS = "published by several nodes; name one as node/target"
     NO_CLUSTER = "node/target links need [cluster] enabled"
+    BARE_REMOTE = ("not on this host, and a bare name does not reach other nodes "
+                   "(cluster.resolve_bare_names); link to it as node/target")
 
 
 # Problems of a target that was there and went: what `on_target_stop = "keep"` papers over.
 # DETACHED too: on Docker 26 and newer a stopping target is first seen without networks,
 # and the lines dropped then would be gone by the time its `die` says it stopped.
 GONE = frozenset({Problem.NOT_RUNNING, Problem.MISSING, Problem.NOT_PUBLISHED,
-                  Problem.DETACHED})
+                  Problem.DETACHED, Problem.BARE_REMOTE})
 
 
 class Resolution(NamedTuple):
@@ -105,29 +107,46 @@ class DependentPlan:
         return kept
 
 
+class RemoteIndex(NamedTuple):
+    """Other nodes' records, already indexed as a Snapshot looks them up: built
+    incrementally by the cluster edge, so that a remote change costs a copy of two dicts,
+    not indexing every record again. Read-only once handed over; `version` changes with
+    every change."""
+
+    version: int
+    by_key: dict[tuple[str, str], Container]  # (node, name)
+    by_name: dict[str, list[Container]]  # each list sorted by node
+
+
 class Snapshot:
     """Containers indexed the ways links look them up.
 
     `remote` holds the records other cluster nodes publish, as containers with `node` set;
-    `node` is this host's node name, or None when the cluster is off.
+    `node` is this host's node name, or None when the cluster is off. `bare_names`: a bare
+    name may resolve to another node's record (`cluster.resolve_bare_names`).
     """
 
     def __init__(
         self,
         containers: Iterable[Container],
-        remote: Iterable[Container] = (),
+        remote: Iterable[Container] | RemoteIndex = (),
         node: str | None = None,
+        bare_names: bool = False,
     ) -> None:
         self.node = node
+        self.bare_names = bare_names
         self.remote: dict[tuple[str, str], Container] = {}
         self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
-        for c in remote:
-            # Our own records come back from the store; the engine knows them better.
-            if c.node != node:
-                self.remote[c.node, c.name] = c
-                self.remote_by_name[c.name].append(c)
-        for published in self.remote_by_name.values():
-            published.sort(key=lambda c: c.node)
+        if isinstance(remote, RemoteIndex):  # sorted, and without this node's own records
+            self.remote, self.remote_by_name = remote.by_key, remote.by_name
+        else:
+            for c in remote:
+                # Our own records come back from the store; the engine knows them better.
+                if c.node != node:
+                    self.remote[c.node, c.name] = c
+                    self.remote_by_name[c.name].append(c)
+            for published in self.remote_by_name.values():
+                published.sort(key=lambda c: c.node)
         self.by_id: dict[str, Container] = {}
         self.by_name: dict[str, Container] = {}
         self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
@@ -143,7 +162,7 @@ class Snapshot:
     def replaced(self, container: Container) -> Snapshot:
         """A copy with one container (same id, name and labels) swapped in: a few dict
         copies in C instead of indexing every container again."""
-        new = Snapshot((), node=self.node)
+        new = Snapshot((), node=self.node, bare_names=self.bare_names)
         new.remote, new.remote_by_name = self.remote, self.remote_by_name  # never changed
         new.by_id = {**self.by_id, container.id: container}
         new.by_name = {**self.by_name, container.name: container}
@@ -326,8 +345,21 @@ def _targets(snapshot: Snapshot, project: str | None, spec: LinkSpec) -> list[Co
     if spec.node is None and snapshot.node is not None:
         published = snapshot.remote_by_name.get(target)
         if published:
-            return published
+            return published if _bare_may_leave(snapshot, project, target) \
+                else Problem.BARE_REMOTE
     return Problem.MISSING
+
+
+def _bare_may_leave(snapshot: Snapshot, project: str | None, target: str) -> bool:
+    """Whether a bare name that no local container holds may go to another node.
+
+    Any node's container creator can publish any name, so a bare name that falls through
+    can be taken over from elsewhere. Only with the option on, and never for a compose
+    service name: a dependent of a project may name a service scaled to 0 (which the
+    engine no longer shows), and a service of any project here is a local name."""
+    if not snapshot.bare_names or project is not None:
+        return False
+    return not any(service == target for _, service in snapshot.by_service)
 
 
 def _label(container: Container) -> str:

@@ -33,13 +33,15 @@ class ObservedState:
         self._snapshot: Snapshot | None = None
         self._remote: tuple[Container, ...] = ()
         self._node: str | None = None
+        self._bare_names = False
 
-    def cluster(self, node: str | None, remote: tuple[Container, ...]) -> bool:
+    def cluster(self, node: str | None, remote: tuple[Container, ...],
+                bare_names: bool = False) -> bool:
         """Other nodes' published records, as last known; node None: no cluster. True if
-        that changed anything."""
-        if (node, remote) == (self._node, self._remote):
+        that changed anything. `bare_names`: see Snapshot."""
+        if (node, remote, bare_names) == (self._node, self._remote, self._bare_names):
             return False
-        self._node, self._remote = node, remote
+        self._node, self._remote, self._bare_names = node, remote, bare_names
         self._snapshot = None
         return True
 
@@ -85,7 +87,8 @@ class ObservedState:
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
             self._snapshot = Snapshot(
-                (c for c in merged.values() if c is not None), self._remote, self._node
+                (c for c in merged.values() if c is not None), self._remote, self._node,
+                self._bare_names,
             )
         return self._snapshot
 

@@ -48,6 +48,11 @@ def record_key(prefix: str, node: str, name: str) -> str:
     return f"{prefix}/nodes/{node}/containers/{name}"
 
 
+def owner_key(prefix: str, node: str) -> str:
+    """The key that claims a node name: held on the claiming daemon's lease."""
+    return f"{prefix}/nodes/{node}/owner"
+
+
 def published(
     snapshot: Snapshot, label: str, node: str, advertise_network: str = ""
 ) -> tuple[dict[str, bytes], dict[str, str]]:
@@ -77,8 +82,20 @@ def published(
             problems[container.id] = ("not published: its name or network name is not "
                                       "plain (letters, digits, '_', '.', '-'; no '..')")
             continue
+        unusable = next((f"{ip} is {why}" for ip in (endpoint.ipv4, endpoint.ipv6) if ip
+                         for why in [_unusable_text(ip)] if why), "")
+        if unusable:
+            problems[container.id] = f"not published: peers refuse its address: {unusable}"
+            continue
         records[container.name] = _encode(container, owner, node, endpoint)
     return records, problems
+
+
+def _unusable_text(text: str) -> str:
+    try:
+        return unusable_address(ipaddress.ip_address(text))
+    except ValueError:
+        return "not an IP address"
 
 
 def _advertised(
@@ -160,19 +177,66 @@ def _fields(data: dict[str, Any]) -> tuple[str, str, str, str] | str:
         return "network is not a plain name"
     if not ipv4 and not ipv6:
         return "no address"
-    if ipv4 and not _is_address(ipv4, ipaddress.IPv4Address):
-        return "ipv4 is not an IPv4 address"
-    if ipv6 and not _is_address(ipv6, ipaddress.IPv6Address):
-        return "ipv6 is not an IPv6 address"
+    for field, text, kind in (("ipv4", ipv4, ipaddress.IPv4Address),
+                              ("ipv6", ipv6, ipaddress.IPv6Address)):
+        if not text:
+            continue
+        address = _address(text, kind)
+        if address is None:
+            return f"{field} is not an {kind.__name__.removesuffix('Address')} address"
+        unusable = unusable_address(address)
+        if unusable:
+            # No address in the text: the same problem is said once per node and name,
+            # not once more for every address a hostile node cycles through.
+            return f"{field} is {unusable}"
     return cid, network, ipv4, ipv6
 
 
-def _is_address(text: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]) -> bool:
+def _address(
+    text: str, kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address]
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     # No zone ids ("fe80::1%eth0"): ipaddress accepts anything after the '%'.
     if "%" in text or not text.isascii():
-        return False
+        return None
     try:
-        kind(text)
+        return kind(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def unusable_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """Why another host's container can never be at this address ("" if it can be).
+
+    A record is a claim by another node. An address that means "this host" (unspecified,
+    loopback), "everyone" (multicast, broadcast) or "this link" (link-local, such as the
+    cloud metadata service at 169.254.169.254) would send a dependent's traffic somewhere
+    on its own host or segment, never to the publishing node's container."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_unspecified:
+            return "an unspecified address"
+        if address.is_loopback:
+            return "a loopback address"
+        embedded = address.ipv4_mapped
+        if embedded is None and int(address) >> 32 == 0:
+            # IPv4-compatible (::a.b.c.d, deprecated): stacks that still map it reach
+            # the IPv4 address inside.
+            embedded = ipaddress.IPv4Address(int(address))
+        if embedded is not None:
+            inner = unusable_address(embedded)
+            return f"{inner} inside an IPv6 address" if inner else ""
+    elif address in _THIS_NETWORK:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address == _BROADCAST:
+        return "the broadcast address"
+    if address.is_link_local:
+        return "a link-local address"
+    return ""
+
+
+# 0.0.0.0/8: "this host on this network", a source address only (RFC 1122).
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")

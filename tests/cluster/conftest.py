@@ -4,8 +4,9 @@ Every "host" is a private engine of scripts/privengine.py on this machine, and e
 runs its own hostsyncd, all sharing one private etcd cluster (scripts/etcdcluster.py):
 
 - `etcd` (session): the 3-member cluster at $HSD_ETCD_ROOT (default /tmp/hsdetcd, client
-  ports 23791-23793), started once and reused across runs. If it cannot start, tests using
-  it fail (never skip), showing the members' log tails.
+  ports 23791-23793 and peer ports 23801-23803, the first of each overridable with
+  $HSD_ETCD_CLIENT_PORT and $HSD_ETCD_PEER_PORT), started once and reused across runs.
+  If it cannot start, tests using it fail (never skip), showing the members' log tails.
 - `engine` (tests/conftest.py) is host "a"; `engine_b` and `engine_c` (session) are hosts
   "b" (/tmp/hsdtest-b, bridge hsdtestb0, 10.235.0.1/24) and "c" (/tmp/hsdtest-c, bridge
   hsdtestc0, 10.237.0.1/24), overridable like `engine` with $HSD_TEST_ROOT_B,
@@ -67,9 +68,19 @@ HOSTS = {
 # -- etcd -----------------------------------------------------------------------------------
 
 
+def etcd_cluster() -> Any:
+    """The suite's etcd cluster as the environment places it (not started)."""
+    return etcdcluster.EtcdCluster(
+        Path(os.environ.get("HSD_ETCD_ROOT") or "/tmp/hsdetcd"),
+        client_port=int(os.environ.get("HSD_ETCD_CLIENT_PORT")
+                        or etcdcluster.DEFAULT_CLIENT_PORT),
+        peer_port=int(os.environ.get("HSD_ETCD_PEER_PORT") or etcdcluster.DEFAULT_PEER_PORT),
+    )
+
+
 @pytest.fixture(scope="session")
 def etcd() -> Any:
-    cluster = etcdcluster.EtcdCluster(Path(os.environ.get("HSD_ETCD_ROOT") or "/tmp/hsdetcd"))
+    cluster = etcd_cluster()
     try:
         cluster.ensure_running()
     except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
@@ -148,7 +159,7 @@ class Nodes:
             self.factories[node] = DaemonFactory(engine, tmp)
         return self.factories[node]
 
-    def cluster_section(self, node: str, **overrides: Any) -> dict[str, Any]:
+    def cluster_section(self, node: str, /, **overrides: Any) -> dict[str, Any]:
         section: dict[str, Any] = {
             "enabled": True,
             "endpoints": list(self.etcd.endpoints),

@@ -125,13 +125,43 @@ def test_remote_target_start_reaches_dependent_within_a_second_and_follows_ip_ch
     assert links[0]["problem"] is None
 
 
-def test_bare_name_without_a_local_container_resolves_to_the_published_record(
+def test_bare_name_stays_on_this_host_by_default(nodes, containers, containers_b, wait_until):
+    """Any container creator on any node may publish any name: by default a bare name
+    never resolves to a remote record, not even once the local target is gone."""
+    db = containers_b.run("db", labels={PUBLISH: "true"})
+    web = containers.run("web", labels={LINKS: f"{db}:database b/{db}:viab"})
+    nodes.start("b")
+    nodes.start("a")
+    ip_b = containers_b.ip(db)
+    path = containers.hosts_path(web)
+    nodes.wait_record("b", db, ipv4=ip_b)
+    wait_until(block_is(path, [line(ip_b, "viab", db)]), timeout=5, show=nodes.raw)
+    links = {link["spec"]: link for link in nodes.wait_addresses("a", web, [ip_b])}
+    bare = links[f"{db}:database"]
+    assert bare["addresses"] == [] and "node/target" in bare["problem"], bare
+
+    local = containers.run("db")
+    ip_a = containers.ip(local)
+    want = [line(ip_a, "database", db), line(ip_b, "viab", db)]
+    wait_until(block_is(path, want), timeout=5, what="the local db")
+    nodes.wait_addresses("a", web, [ip_a, ip_b])
+    containers.rm(local)  # removed: the name must not fall through to b's record
+    wait_until(block_is(path, [line(ip_b, "viab", db)]), timeout=5, what="local line gone")
+    nodes.wait_addresses("a", web, [ip_b])
+    time.sleep(0.5)
+    assert block(containers.hosts(web)) == [line(ip_b, "viab", db)]
+
+
+def test_with_resolve_bare_names_a_bare_name_without_a_local_container_resolves_remotely(
     nodes, containers, containers_b, wait_until
 ):
     db = containers_b.run("db", labels={PUBLISH: "true"})
     web = containers.run("web", labels={LINKS: f"{db}:database"})
+    # A compose dependent's bare names never leave the host, option or not.
+    composed = containers.run("composed", labels={
+        LINKS: db, "com.docker.compose.project": "proj", "com.docker.compose.service": "x"})
     nodes.start("b")
-    nodes.start("a")
+    nodes.start("a", cluster={"resolve_bare_names": True})
     ip_b = containers_b.ip(db)
     path = containers.hosts_path(web)
     nodes.wait_record("b", db, ipv4=ip_b)
@@ -151,6 +181,9 @@ def test_bare_name_without_a_local_container_resolves_to_the_published_record(
     wait_until(block_is(path, [line(ip_b, "database", db)]), timeout=5,
                what="back to b's db")  # fmt: skip
     nodes.wait_addresses("a", web, [ip_b])
+    (link,) = nodes.links_of("a", composed)
+    assert link["addresses"] == [] and "node/target" in link["problem"], link
+    assert block(containers.hosts(composed)) == []
 
 
 def test_name_published_by_two_other_nodes_is_ambiguous_but_node_specs_resolve(
@@ -161,8 +194,9 @@ def test_name_published_by_two_other_nodes_is_ambiguous_but_node_specs_resolve(
     assert db_b == db_c
     db = db_b
     web = containers.run("web", labels={LINKS: f"{db} b/{db}:fromb c/{db}:fromc"})
-    for node in ("b", "c", "a"):
+    for node in ("b", "c"):
         nodes.start(node)
+    nodes.start("a", cluster={"resolve_bare_names": True})
     ip_b, ip_c = containers_b.ip(db), containers_c.ip(db)
     nodes.wait_record("b", db, ipv4=ip_b)
     nodes.wait_record("c", db, ipv4=ip_c)

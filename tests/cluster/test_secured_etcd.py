@@ -38,6 +38,9 @@ import pytest
 from conftest import _test_failed
 from integration.util import block, block_is, line, read
 
+from hostsyncd.cluster import EtcdClient, PermissionDenied
+from hostsyncd.config import ClusterConfig
+
 from .conftest import PUBLISH, Nodes
 
 pytestmark = pytest.mark.engine
@@ -569,3 +572,118 @@ def test_wrong_password_degrades_with_an_authentication_reason(
     keeps_retrying(d, auth_etcd, etcd_says, rejected, wait_until)
     assert auth_nodes.cluster_state("a")["connected"] is False
     assert d.stop() == 0
+
+
+def test_a_password_readable_by_others_is_warned_about_at_start(
+    auth_nodes, auth_etcd, containers, wait_until
+):
+    """The daemon still runs and logs in: the warning is for the operator to act on."""
+    keys = {"endpoints": auth_etcd.endpoints, "username": "hostsyncd", "password": HSD_PASSWORD}
+    config = auth_nodes.write_config("a", cluster=keys, label=LABEL)
+    config.chmod(0o644)
+    d = auth_nodes.factory("a").start(config=config)
+    auth_nodes.last["a"] = d
+    entry = d.wait_log(lambda e: e.get("event") == "secret readable by group or others",
+                       timeout=10, what="the warning about the config's mode")  # fmt: skip
+    assert str(config) in entry["problem"] and "0644" in entry["problem"]
+    assert HSD_PASSWORD not in json.dumps(d.logs()) + d.stderr_text()
+    wait_until(connected(auth_nodes, "a"), timeout=10, show=lambda: auth_nodes.state("a"))
+    assert HSD_PASSWORD not in auth_nodes.state_file("a").read_text()
+    assert d.stop() == 0
+
+    config.chmod(0o600)
+    d = auth_nodes.factory("a").start(config=config)
+    auth_nodes.last["a"] = d
+    wait_until(lambda: auth_nodes.cluster_state("a").get("connected") is True
+               and auth_nodes.state("a")["pid"] == d.pid, timeout=10,
+               what="the second daemon connected")  # fmt: skip
+    assert not [e for e in d.logs() if e.get("event") == "secret readable by group or others"]
+    assert d.stop() == 0
+
+
+
+# -- one etcd user and role per node (the README's commands) -------------------------------------
+
+
+def _node_user(etcd: SoloEtcd, prefix: str, node: str) -> tuple[str, str]:
+    """The README's commands for one node: a role with readwrite on its own
+    <prefix>/nodes/<node>/ and read on <prefix>/nodes/, and a user with that role."""
+    user, password = f"hostsyncd-{node}-{secrets.token_hex(3)}", secrets.token_hex(8)
+    for args in (
+        ("role", "add", user),
+        ("role", "grant-permission", user, "--prefix=true", "readwrite",
+         f"{prefix}/nodes/{node}/"),
+        ("role", "grant-permission", user, "--prefix=true", "read", f"{prefix}/nodes/"),
+        ("user", "add", f"{user}:{password}"),
+        ("user", "grant-role", user, user),
+    ):  # fmt: skip
+        etcd.etcdctl(*args)
+    return user, password
+
+
+def test_one_user_and_role_per_node(auth_nodes, auth_etcd, containers, containers_b,
+                                    wait_until):  # fmt: skip
+    prefix = auth_nodes.prefix
+    users = {node: _node_user(auth_etcd, prefix, node) for node in ("a", "b")}
+    keys = {node: {"endpoints": auth_etcd.endpoints, "username": user, "password": password}
+            for node, (user, password) in users.items()}  # fmt: skip
+
+    # Both daemons work under these roles: b publishes, a follows, and both hold their name.
+    net, db, _, path = cross_host_link(auth_nodes, containers, containers_b, wait_until,
+                                       a=keys["a"], b=keys["b"])  # fmt: skip
+    for node in ("a", "b"):
+        state = auth_nodes.cluster_state(node)
+        assert state["connected"] and state["claimed"] and not state["reason"], state
+    new_ip = net.addr(30)
+    containers_b.docker("network", "disconnect", net.name, db)
+    containers_b.docker("network", "connect", "--ip", new_ip, net.name, db)
+    wait_until(block_is(path, [line(new_ip, db)]), timeout=5, what="a follows db's new IP")
+
+    # a's credentials cannot write under nodes/b/ (nor elsewhere outside nodes/a/), but
+    # may write its own and read everyone's.
+    user_a, password_a = users["a"]
+    as_a = f"{user_a}:{password_a}"
+    for key in (f"{prefix}/nodes/b/containers/{db}", f"{prefix}/nodes/b/owner",
+                f"{prefix}/nodes/c/containers/x", f"{prefix}/elsewhere"):
+        denied = auth_etcd.etcdctl("put", key, "{}", user=as_a, check=False)
+        assert denied.returncode != 0 and "permission denied" in denied.stderr, (key, denied)
+    denied = auth_etcd.etcdctl("del", "--prefix", f"{prefix}/nodes/b/", user=as_a,
+                               check=False)  # fmt: skip
+    assert denied.returncode != 0 and "permission denied" in denied.stderr, denied
+    assert auth_etcd.etcdctl("put", f"{prefix}/nodes/a/containers/probe", "{}",
+                             user=as_a).returncode == 0  # fmt: skip
+    auth_etcd.etcdctl("del", f"{prefix}/nodes/a/containers/probe", user=as_a)
+    read = auth_etcd.etcdctl("get", "--prefix", f"{prefix}/nodes/b/", user=as_a)
+    assert auth_nodes.key("b", db) in read.stdout
+    assert auth_nodes.record("b", db)["ipv4"] == new_ip  # b's record, untouched
+
+    # hostsyncd's own client, with a's credentials, gets a permission error too.
+    client = EtcdClient(ClusterConfig(node="a", prefix=prefix, **keys["a"]))
+    try:
+        with pytest.raises(PermissionDenied, match="permission denied"):
+            client.put(auth_nodes.key("b", db), b"{}", 0)
+    finally:
+        client.close()
+
+    # A daemon that uses a's credentials under another node's name says clearly why it
+    # cannot publish, keeps following the other nodes, and runs on.
+    d = auth_nodes.start("c", cluster={**keys["a"], "node": "c"}, label=LABEL)
+    state = wait_until(degraded(auth_nodes, "c", "permission denied"), timeout=10,
+                       show=lambda: auth_nodes.state("c"))  # fmt: skip
+    print(f"misassigned credentials: reason {state['reason']!r}")
+    assert (f"publisher: permission denied: etcd user '{user_a}' may not write "
+            f"{prefix}/nodes/c/") in state["reason"]
+    assert "README" in state["reason"]
+    # Reading is allowed: the watcher connects, and only the publisher stays refused.
+    state = wait_until(lambda: (st := auth_nodes.cluster_state("c")) and "watcher" not in
+                       st["reason"] and st, timeout=10, what="only the publisher refused",
+                       show=lambda: auth_nodes.state("c"))  # fmt: skip
+    assert state["reason"].startswith("publisher: permission denied"), state
+    warning = d.wait_log(lambda e: e.get("event", "").startswith(
+        "etcd refuses this node's user"), timeout=5)  # fmt: skip
+    assert "permission denied" in warning["reason"]
+    status = auth_nodes.status("c").stdout
+    assert "permission denied" in status and f"may not write {prefix}/nodes/c/" in status
+    assert db in auth_nodes.cluster_state("c")["remote"].get("b", [])
+    assert d.alive()
+    assert "c" not in auth_nodes.records()

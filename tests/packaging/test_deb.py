@@ -99,6 +99,11 @@ def test_contents(built: Built, tmp_path: Path):
     assert (tree / "etc/hostsyncd/config.toml").read_bytes() == (
         REPO / "config.example.toml"
     ).read_bytes()
+    # It may hold an etcd password: root's alone, in the package and once installed.
+    assert stat.S_IMODE((tree / "etc/hostsyncd/config.toml").stat().st_mode) == 0o600
+    listing = run(tool("dpkg-deb"), "--contents", built.deb).stdout
+    assert re.search(r"^-rw------- root/root .* \./etc/hostsyncd/config\.toml$", listing,
+                     re.MULTILINE), listing
     assert os.readlink(tree / "usr/bin/hostsyncd") == "/opt/hostsyncd/bin/hostsyncd"
     assert (tree / "opt/hostsyncd/bin/hostsyncd").read_text().startswith(
         "#!/opt/hostsyncd/bin/python\n"
@@ -120,6 +125,8 @@ def test_contents(built: Built, tmp_path: Path):
 
 def test_commands(install: Built):
     assert BIN.is_symlink()
+    assert stat.S_IMODE(CONFIG.stat().st_mode) == 0o600
+    assert (CONFIG.stat().st_uid, CONFIG.stat().st_gid) == (0, 0)
     version = run(BIN, "--version").stdout.strip()
     assert version == f"hostsyncd {install.version}"
     out = run(BIN, "check-config", CONFIG).stdout

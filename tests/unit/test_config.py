@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from pathlib import Path
@@ -10,7 +11,16 @@ import pytest
 from pydantic import ValidationError
 
 from hostsyncd import config as config_module
-from hostsyncd.config import ENV_VAR, ClusterConfig, Config, ConfigError, default_path, load
+from hostsyncd.cli import main as cli_main
+from hostsyncd.config import (
+    ENV_VAR,
+    ClusterConfig,
+    Config,
+    ConfigError,
+    default_path,
+    load,
+    secret_warnings,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -209,7 +219,8 @@ def test_cluster_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
     assert cluster.advertise_network == ""
     assert cluster.publish_label == "hostsyncd.publish"
     assert (cluster.ca, cluster.cert, cluster.key, cluster.password_file) == (None,) * 4
-    assert (cluster.username, cluster.password) == ("", "")
+    assert (cluster.username, cluster.password.get_secret_value()) == ("", "")
+    assert cluster.resolve_bare_names is False
 
 
 def test_cluster_node_defaults_to_the_host_name_without_a_domain(
@@ -309,7 +320,7 @@ def test_cluster_consistent_credentials_are_accepted(tmp_path: Path) -> None:
     cluster = load(write(tmp_path, '[cluster]\ncert = "/etc/c.pem"\nkey = "/etc/k.pem"\n'
                                    'username = "u"\npassword = "p"\n')).cluster
     assert (cluster.cert, cluster.key) == (Path("/etc/c.pem"), Path("/etc/k.pem"))
-    assert (cluster.username, cluster.password) == ("u", "p")
+    assert (cluster.username, cluster.password.get_secret_value()) == ("u", "p")
     cluster = load(write(tmp_path, '[cluster]\nusername = "u"\npassword_file = "/etc/pw"\n'
                          )).cluster
     assert cluster.password_file == Path("/etc/pw")
@@ -334,7 +345,7 @@ def test_every_documented_cluster_key_is_accepted_uncommented(tmp_path: Path) ->
     text, keys = _example_cluster_uncommented()
     assert {"enabled", "endpoints", "prefix", "node", "lease_ttl", "advertise_network",
             "publish_label", "timeout", "ca", "cert", "key", "username",
-            "password_file"} <= keys
+            "password_file", "resolve_bare_names"} <= keys
     cluster = load(write(tmp_path, text)).cluster
     assert cluster.node == "web-1"
     assert cluster.ca == Path("/etc/hostsyncd/etcd-ca.pem")
@@ -369,3 +380,119 @@ password = "p"
         publish_label="corp.publish", timeout=2.5, ca=Path("/etc/ca.pem"),
         cert=Path("/etc/c.pem"), key=Path("/etc/k.pem"), username="u", password="p",
     )
+    assert cluster.password.get_secret_value() == "p"
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+SECRET = "s3cret-Pa55"
+
+
+def test_the_password_is_a_secret_in_repr_str_and_dumps(tmp_path: Path) -> None:
+    config = load(write(tmp_path, f'[cluster]\nusername = "u"\npassword = "{SECRET}"\n'))
+    for shown in (repr(config), str(config), repr(config.cluster), str(config.model_dump()),
+                  config.model_dump_json()):
+        assert SECRET not in shown
+    assert "**********" in repr(config.cluster)
+    assert config.cluster.password.get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize("url", [f"http://u:{SECRET}@10.0.0.1:2379",
+                                 f"https://u:{SECRET}@e1:2379", f"https://{SECRET}@e1:2379",
+                                 f"http://u:{SECRET}@127.0.0.1:2379/"])
+def test_user_info_in_an_endpoint_is_an_error_naming_the_key_and_not_the_password(
+    tmp_path: Path, url: str,
+) -> None:
+    message = error_of(tmp_path, f'[cluster]\nendpoints = ["https://ok:2379", "{url}"]\n')
+    assert "cluster.endpoints" in message and "endpoint 2 holds user info" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("endpoint", ["http://10.0.0.1:2379", "http://etcd.example:2379",
+                                      "http://[2001:db8::1]:2379", "http://0.0.0.0:2379"])
+@pytest.mark.parametrize("credential", [f'password = "{SECRET}"',
+                                        'password_file = "/etc/pw"', ""])
+def test_authentication_over_plain_http_to_another_host_is_refused(
+    tmp_path: Path, endpoint: str, credential: str,
+) -> None:
+    message = error_of(tmp_path, f'[cluster]\nendpoints = ["https://e1:2379", "{endpoint}"]\n'
+                                 f'username = "u"\n{credential}\n')
+    assert "cluster" in message and "endpoints" in message and "https://" in message
+    assert endpoint in message and SECRET not in message
+
+
+@pytest.mark.parametrize("endpoint", ["http://127.0.0.1:2379", "http://127.1.2.3:2379",
+                                      "http://localhost:2379", "http://[::1]:2379",
+                                      "https://10.0.0.1:2379"])
+def test_authentication_over_http_to_loopback_or_over_https_is_accepted(
+    tmp_path: Path, endpoint: str,
+) -> None:
+    cluster = load(write(tmp_path, f'[cluster]\nendpoints = ["{endpoint}"]\nusername = "u"\n'
+                                   f'password = "{SECRET}"\n')).cluster
+    assert cluster.endpoints == [endpoint]
+
+
+def test_plain_http_to_another_host_without_a_user_is_accepted(tmp_path: Path) -> None:
+    assert load(write(tmp_path, '[cluster]\nendpoints = ["http://10.0.0.1:2379"]\n')
+                ).cluster.endpoints == ["http://10.0.0.1:2379"]
+
+
+def _secret_config(tmp_path: Path, mode: int, pw_mode: int | None = None) -> Path:
+    if pw_mode is None:
+        path = write(tmp_path, f'[cluster]\nusername = "u"\npassword = "{SECRET}"\n')
+    else:
+        pw = tmp_path / "pw"
+        pw.write_text(SECRET + "\n")
+        pw.chmod(pw_mode)
+        path = write(tmp_path, f'[cluster]\nusername = "u"\npassword_file = "{pw}"\n')
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_config_holding_a_password_readable_by_others_is_warned_about(
+    tmp_path: Path, mode: int,
+) -> None:
+    path = _secret_config(tmp_path, mode)
+    (warning,) = secret_warnings(path, load(path))
+    assert str(path) in warning and "cluster.password" in warning and f"{mode:04o}" in warning
+    assert SECRET not in warning
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700, 0o620])
+def test_a_config_holding_a_password_private_to_its_owner_is_not_warned_about(
+    tmp_path: Path, mode: int,
+) -> None:
+    path = _secret_config(tmp_path, mode)
+    assert secret_warnings(path, load(path)) == []
+
+
+def test_a_config_without_a_secret_may_be_world_readable(tmp_path: Path) -> None:
+    path = write(tmp_path, '[cluster]\nusername = "u"\n')
+    path.chmod(0o644)
+    assert secret_warnings(path, load(path)) == []
+
+
+@pytest.mark.parametrize(("pw_mode", "warned"), [(0o644, True), (0o640, True),
+                                                 (0o600, False), (0o400, False)])
+def test_a_password_file_readable_by_others_is_warned_about(
+    tmp_path: Path, pw_mode: int, warned: bool,
+) -> None:
+    path = _secret_config(tmp_path, 0o644, pw_mode)  # the config itself holds no secret
+    warnings = secret_warnings(path, load(path))
+    assert len(warnings) == warned
+    if warned:
+        assert "password_file" in warnings[0] and str(tmp_path / "pw") in warnings[0]
+
+
+def test_check_config_warns_but_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       ) -> None:  # fmt: skip
+    path = _secret_config(tmp_path, 0o644)
+    assert cli_main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "OK" in out
+    assert "warning" in err and "readable by group or others" in err and str(path) in err
+    assert SECRET not in out + err
+    os.chmod(path, 0o600)
+    assert cli_main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().err == ""

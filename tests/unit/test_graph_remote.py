@@ -46,8 +46,8 @@ def web(links: str, project: str | None = None) -> Container:
 
 
 def plan_of(dependent: Container, others: list[Container], recs: list[Container],
-            node: str | None = ME) -> DependentPlan:
-    found = plan(Snapshot([dependent, *others], recs, node), dependent, LABEL)
+            node: str | None = ME, bare: bool = False) -> DependentPlan:
+    found = plan(Snapshot([dependent, *others], recs, node, bare), dependent, LABEL)
     assert found is not None
     return found
 
@@ -137,32 +137,62 @@ def test_own_node_spec_of_a_stopped_local_container_is_not_running() -> None:
 # --- bare names -------------------------------------------------------------------------
 
 
-def test_a_local_bare_name_wins_over_remote() -> None:
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_local_bare_name_wins_over_remote(bare: bool) -> None:
     local = ctr("db", net("bridge", "10.0.0.2"))
-    p = plan_of(web("db"), [local], [remote("b", "db", "192.0.2.7")])
+    p = plan_of(web("db"), [local], [remote("b", "db", "192.0.2.7")], bare=bare)
     assert p.links[0].targets == ("db",)
     assert rendered(p) == ["10.0.0.2\tdb"]
 
 
-def test_a_stopped_local_bare_name_still_wins_over_remote() -> None:
-    local = ctr("db", net("bridge"), state="exited")
-    p = plan_of(web("db"), [local], [remote("b", "db", "192.0.2.7")])
+@pytest.mark.parametrize("state", ["exited", "created", "dead"])
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_stopped_local_bare_name_still_wins_over_remote(bare: bool, state: str) -> None:
+    local = ctr("db", net("bridge"), state=state)
+    p = plan_of(web("db"), [local], [remote("b", "db", "192.0.2.7")], bare=bare)
     assert p.links[0].problem is Problem.NOT_RUNNING
     assert rendered(p) == []
 
 
-def test_a_bare_name_not_local_resolves_to_the_one_remote_record() -> None:
+def test_by_default_a_bare_name_never_resolves_to_a_remote_record() -> None:
+    recs = [remote("b", "db", "192.0.2.7")]
+    p = plan_of(web("db, b/db:viab"), [], recs)
+    bare, named = p.links
+    assert bare.problem is Problem.BARE_REMOTE and bare.lines == ()
+    assert "node/target" in bare.problem.value
+    assert named.resolved  # node/target always works
+    assert rendered(p) == ["192.0.2.7\tviab db"]
+
+
+def test_by_default_a_second_publisher_does_not_touch_a_bare_link() -> None:
+    # Without the option nothing remote is ambiguous with a bare name: it never looks.
+    local = ctr("db", net("bridge", "10.0.0.2"))
+    recs = [remote("b", "db", "192.0.2.7"), remote("c", "db", "192.0.2.8")]
+    assert rendered(plan_of(web("db"), [local], recs)) == ["10.0.0.2\tdb"]
+    assert plan_of(web("db"), [], recs).links[0].problem is Problem.BARE_REMOTE
+
+
+def test_removing_the_local_target_does_not_hand_the_bare_name_to_another_node() -> None:
+    recs = [remote("b", "db", "192.0.2.7")]
+    before = plan_of(web("db"), [ctr("db", net("bridge", "10.0.0.2"))], recs)
+    assert rendered(before) == ["10.0.0.2\tdb"]
+    after = plan_of(web("db"), [], recs)
+    assert rendered(after) == []
+    assert after.links[0].problem is Problem.BARE_REMOTE
+
+
+def test_with_the_option_a_bare_name_not_local_resolves_to_the_one_remote_record() -> None:
     p = plan_of(web("db:data"), [], [remote("b", "db", "192.0.2.7"),
-                                     remote("c", "cache", "192.0.2.9")])
+                                     remote("c", "cache", "192.0.2.9")], bare=True)
     (link,) = p.links
     assert link.resolved
     assert link.targets == ("b/db",)
     assert rendered(p) == ["192.0.2.7\tdata db"]
 
 
-def test_a_bare_name_published_by_two_nodes_is_ambiguous() -> None:
+def test_with_the_option_a_bare_name_published_by_two_nodes_is_ambiguous() -> None:
     recs = [remote("c", "db", "192.0.2.8"), remote("b", "db", "192.0.2.7")]
-    p = plan_of(web("db"), [], recs)
+    p = plan_of(web("db"), [], recs, bare=True)
     (link,) = p.links
     assert link.problem is Problem.AMBIGUOUS
     assert link.targets == ("b/db", "c/db")
@@ -171,21 +201,23 @@ def test_a_bare_name_published_by_two_nodes_is_ambiguous() -> None:
     assert rendered(p, keep_stopped=True, kept={"db": (HostLine("192.0.2.7", ("db",)),)}) == []
 
 
-def test_bare_names_are_not_looked_up_remotely_with_the_cluster_off() -> None:
-    p = plan_of(web("db"), [], [remote("b", "db", "192.0.2.7")], node=None)
+@pytest.mark.parametrize("bare", [False, True])
+def test_bare_names_are_not_looked_up_remotely_with_the_cluster_off(bare: bool) -> None:
+    p = plan_of(web("db"), [], [remote("b", "db", "192.0.2.7")], node=None, bare=bare)
     assert p.links[0].problem is Problem.MISSING
 
 
-def test_a_bare_name_nobody_has_is_missing() -> None:
-    p = plan_of(web("db"), [], [remote("b", "cache", "192.0.2.7")])
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_bare_name_nobody_has_is_missing(bare: bool) -> None:
+    p = plan_of(web("db"), [], [remote("b", "cache", "192.0.2.7")], bare=bare)
     assert p.links[0].problem is Problem.MISSING
 
 
 def test_own_nodes_records_in_remote_are_ignored() -> None:
     # Our own records come back from etcd: they must neither resolve nor make ambiguity.
     mine = remote(ME, "db", "192.0.2.99")
-    assert plan_of(web("db"), [], [mine]).links[0].problem is Problem.MISSING
-    p = plan_of(web("db"), [], [mine, remote("b", "db", "192.0.2.7")])
+    assert plan_of(web("db"), [], [mine], bare=True).links[0].problem is Problem.MISSING
+    p = plan_of(web("db"), [], [mine, remote("b", "db", "192.0.2.7")], bare=True)
     assert p.links[0].targets == ("b/db",)
     assert rendered(p) == ["192.0.2.7\tdb"]
     snap = Snapshot([], [mine, remote("b", "db", "192.0.2.7")], ME)
@@ -200,13 +232,13 @@ def test_pinned_network_matching_the_published_one_resolves() -> None:
     p = plan_of(web("b/db@macvlan0"), [], [remote("b", "db", "192.0.2.7")])
     assert p.links[0].resolved
     assert rendered(p) == ["192.0.2.7\tdb"]
-    p = plan_of(web("db@macvlan0"), [], [remote("b", "db", "192.0.2.7")])
+    p = plan_of(web("db@macvlan0"), [], [remote("b", "db", "192.0.2.7")], bare=True)
     assert rendered(p) == ["192.0.2.7\tdb"]
 
 
 @pytest.mark.parametrize("spec", ["b/db@bridge", "db@bridge", "b/db:x@other"])
 def test_pinned_network_other_than_the_published_one_is_not_on_network(spec: str) -> None:
-    p = plan_of(web(spec), [], [remote("b", "db", "192.0.2.7")])
+    p = plan_of(web(spec), [], [remote("b", "db", "192.0.2.7")], bare=True)
     assert p.links[0].problem is Problem.NOT_ON_NETWORK
     assert rendered(p) == []
 
@@ -221,10 +253,37 @@ def test_same_project_compose_service_wins_over_remote() -> None:
     assert rendered(p) == ["10.0.1.2\tdb proj-db-1"]
 
 
-def test_other_projects_service_does_not_hide_remote() -> None:
-    replica = ctr("other-db-1", net("other_default", "10.0.1.2"), project="other", service="db")
-    p = plan_of(web("db", project="proj"), [replica], [remote("b", "db", "192.0.2.7")])
+@pytest.mark.parametrize("state", ["running", "exited"])
+def test_another_projects_service_name_never_falls_through(state: str) -> None:
+    """Even with the option on: a service name here is a local name."""
+    replica = ctr("other-db-1", net("other_default", "10.0.1.2"), project="other",
+                  service="db", state=state)
+    recs = [remote("b", "db", "192.0.2.7")]
+    p = plan_of(web("db"), [replica], recs, bare=True)
+    assert p.links[0].problem is Problem.BARE_REMOTE
+    assert rendered(p) == []
+    # The replica's own container name is unaffected, and node/target still works.
+    p = plan_of(web("b/db"), [replica], recs, bare=True)
     assert rendered(p) == ["192.0.2.7\tdb"]
+
+
+def test_a_compose_dependents_bare_names_never_fall_through() -> None:
+    """Even with the option on: its project's service may be scaled to 0, and then the
+    engine shows no trace of the name."""
+    recs = [remote("b", "db", "192.0.2.7")]
+    p = plan_of(web("db", project="proj"), [], recs, bare=True)
+    assert p.links[0].problem is Problem.BARE_REMOTE
+    assert rendered(plan_of(web("b/db", project="proj"), [], recs, bare=True)) == [
+        "192.0.2.7\tdb"]
+
+
+def test_a_compose_service_scaled_to_zero_is_not_taken_over() -> None:
+    replica = ctr("proj-db-1", net("proj_default", "10.0.1.2"), project="proj", service="db")
+    recs = [remote("b", "db", "192.0.2.7")]
+    dep = web("db", project="proj")
+    assert rendered(plan_of(dep, [replica], recs, bare=True)) == ["10.0.1.2\tdb proj-db-1"]
+    scaled_to_zero = plan_of(dep, [], recs, bare=True)
+    assert rendered(scaled_to_zero) == []
 
 
 def test_node_spec_skips_the_compose_service() -> None:
@@ -259,10 +318,16 @@ def test_keep_mode_does_not_keep_lines_without_a_cluster() -> None:
 
 
 def test_keep_mode_keeps_a_remote_bare_name_that_went_away() -> None:
-    p = plan_of(web("db"), [], [])
+    p = plan_of(web("db"), [], [], bare=True)
     assert p.links[0].problem is Problem.MISSING
     kept = {"db": (HostLine("192.0.2.7", ("db",)),)}
     assert rendered(p, keep_stopped=True, kept=kept) == ["192.0.2.7\tdb"]
+
+
+def test_keep_mode_keeps_a_removed_local_target_that_another_node_publishes() -> None:
+    # As if no node published it: the kept line is this host's last one.
+    p = plan_of(web("db"), [], [remote("b", "db", "192.0.2.7")])
+    assert rendered(p, keep_stopped=True, previous=[b"10.0.0.2\tdb"]) == ["10.0.0.2\tdb"]
 
 
 # --- the rest of the graph with remote records ------------------------------------------
@@ -336,3 +401,17 @@ def test_observed_state_keeps_the_cluster_across_lists_and_events() -> None:
     snap = observed.snapshot()
     assert snap.node == ME
     assert ("b", "db") in snap.remote
+
+
+def test_observed_state_passes_the_bare_names_option_on() -> None:
+    observed = ObservedState()
+    observed.listed([web("db")], now=0.0)
+    recs = (remote("b", "db", "192.0.2.7"),)
+    observed.cluster(ME, recs)
+    off = observed.snapshot()
+    assert web_plan(off, "db").links[0].problem is Problem.BARE_REMOTE
+    assert observed.cluster(ME, recs, bare_names=True) is True
+    on = observed.snapshot()
+    assert on is not off and on.bare_names
+    assert rendered(web_plan(on, "db")) == ["192.0.2.7\tdb"]
+    assert on.replaced(web("db")).bare_names

@@ -556,7 +556,7 @@ def test_hostile_records_never_raise_and_accepted_ones_are_hosts_safe(
 @given(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), _SAFE_NAMES,
        _SAFE_NAMES)
 def test_every_valid_record_round_trips(ipv4: str, ipv6: str, node: str, name: str) -> None:
-    if ".." in node or ".." in name:
+    if ".." in node or ".." in name or _forbidden(ipv4) or _forbidden(ipv6):
         return
     container = Container(cid(name), name, "running", MappingProxyType({LABEL: "yes"}),
                           endpoints=(Endpoint("macvlan0", "x", ipv4, ipv6),))
@@ -617,3 +617,125 @@ def test_prefix_end_bounds_exactly_the_keys_with_the_prefix(
         key = prefix[: data.draw(st.integers(0, len(prefix)))] + key
     end = prefix_end(prefix)
     assert (prefix <= key < end) == key.startswith(prefix)
+
+
+# --- addresses no other host's container can have -------------------------------------------
+
+# The reference, written out independently of records.py: each network and why.
+_FORBIDDEN_V4 = [ipaddress.IPv4Network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32", "169.254.0.0/16")]
+_FORBIDDEN_V6 = [ipaddress.IPv6Network(n) for n in ("::/128", "::1/128", "ff00::/8",
+                                                     "fe80::/10")]
+_V4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _forbidden(text: str) -> bool:
+    if not text:
+        return False
+    ip = ipaddress.ip_address(text)
+    if ip.version == 4:
+        return any(ip in n for n in _FORBIDDEN_V4)
+    if any(ip in n for n in _FORBIDDEN_V6):
+        return True
+    if ip in _V4_MAPPED or ip in _V4_COMPATIBLE:
+        return _forbidden(str(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)))
+    return False
+
+
+@pytest.mark.parametrize(("ipv4", "why"), [
+    ("0.0.0.0", "unspecified"), ("0.1.2.3", "unspecified"),
+    ("127.0.0.1", "loopback"), ("127.255.255.254", "loopback"),
+    ("224.0.0.1", "multicast"), ("239.255.255.250", "multicast"),
+    ("255.255.255.255", "broadcast"),
+    ("169.254.169.254", "link-local"), ("169.254.0.1", "link-local"),
+])
+def test_ipv4_that_no_other_host_can_hold_is_rejected(ipv4: str, why: str) -> None:
+    found = parse(record(ipv4=ipv4))
+    assert isinstance(found, RecordError)
+    assert found.reason.startswith("ipv4 is ") and why in found.reason
+    assert ipv4 not in found.reason  # one message per node and name, whatever the address
+
+
+@pytest.mark.parametrize(("ipv6", "why"), [
+    ("::", "unspecified"), ("::1", "loopback"), ("ff02::1", "multicast"),
+    ("ff05::2", "multicast"), ("fe80::1", "link-local"), ("febf::1", "link-local"),
+    ("::ffff:127.0.0.1", "loopback address inside"),
+    ("::ffff:0.0.0.0", "unspecified address inside"),
+    ("::ffff:169.254.169.254", "link-local address inside"),
+    ("::ffff:224.0.0.1", "multicast address inside"),
+    ("::ffff:255.255.255.255", "broadcast address inside"),
+    ("::127.0.0.1", "loopback address inside"),
+    ("::ffff:7f00:1", "loopback address inside"),
+])
+def test_ipv6_that_no_other_host_can_hold_is_rejected(ipv6: str, why: str) -> None:
+    found = parse(record(ipv4="", ipv6=ipv6))
+    assert isinstance(found, RecordError)
+    assert found.reason.startswith("ipv6 is ") and why in found.reason
+
+
+def test_a_forbidden_ipv6_spoils_a_good_ipv4() -> None:
+    found = parse(record(ipv4="192.0.2.7", ipv6="::1"))
+    assert isinstance(found, RecordError) and "ipv6" in found.reason
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.7", "172.17.0.2", "192.168.1.1", "100.64.0.1",
+                                "1.1.1.1", "223.255.255.255", "240.0.0.1", "169.253.0.1",
+                                "126.255.255.255", "128.0.0.1", "1.0.0.0"])
+def test_ordinary_ipv4_is_accepted(ip: str) -> None:
+    assert isinstance(parse(record(ipv4=ip)), Container)
+
+
+@pytest.mark.parametrize("ip", ["2001:db8::7", "fd00:231::7", "fec0::1", "fe00::1",
+                                "::ffff:10.0.0.7", "::2:0:0:1", "64:ff9b::a00:7", "::1:0:0:0"])
+def test_ordinary_ipv6_is_accepted(ip: str) -> None:
+    assert isinstance(parse(record(ipv4="", ipv6=ip)), Container)
+
+
+def test_the_same_node_and_name_is_reported_once_whatever_forbidden_address_it_cycles() -> None:
+    reasons = {str(parse(record(ipv4=f"127.0.0.{i}"))) for i in range(1, 50)}
+    assert len(reasons) == 1
+
+
+def test_a_container_at_a_forbidden_address_is_not_published_and_says_why() -> None:
+    db = ctr("db", net("lo0", "169.254.3.4"))
+    records, problems = publish(db)
+    assert records == {}
+    assert "link-local" in problems[db.id] and "not published" in problems[db.id]
+
+
+def _in(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> st.SearchStrategy[str]:
+    first, size = int(network.network_address), network.num_addresses
+    kind = type(network.network_address)
+    return st.integers(0, size - 1).map(lambda n: str(kind(first + n)))
+
+
+_CORNERS = st.sampled_from(["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255",
+                            "169.254.169.254", "::", "::1", "ff02::1", "::ffff:127.0.0.1",
+                            "fe80::1", "::ffff:0.0.0.1", "::0.0.0.2"])
+_ANY_V4 = st.one_of(st.ip_addresses(v=4).map(str), *(_in(n) for n in _FORBIDDEN_V4),
+                    _in(ipaddress.IPv4Network("168.0.0.0/6")),  # neighbours of 169.254/16
+                    _in(ipaddress.IPv4Network("126.0.0.0/7")))
+_ANY_V6 = st.one_of(
+    st.ip_addresses(v=6).map(str), *(_in(n) for n in _FORBIDDEN_V6),
+    _ANY_V4.map(lambda ip: f"::ffff:{ip}"), _ANY_V4.map(lambda ip: f"::{ip}"),
+    _in(ipaddress.IPv6Network("fe00::/9")), _in(ipaddress.IPv6Network("fec0::/10")),
+)
+
+
+@settings(max_examples=3000, deadline=None, database=None)
+@given(st.one_of(_ANY_V4.map(lambda ip: (ip, "")), _ANY_V6.map(lambda ip: ("", ip)), _CORNERS
+                 .map(lambda ip: (ip, "") if "." in ip and ":" not in ip else ("", ip))))
+def test_an_address_is_accepted_exactly_when_another_host_can_hold_it(
+    case: tuple[str, str],
+) -> None:
+    ipv4, ipv6 = case
+    found = parse(record(ipv4=ipv4, ipv6=ipv6))
+    forbidden = _forbidden(ipv4 or ipv6)
+    event("forbidden" if forbidden else "usable")
+    if forbidden:
+        assert isinstance(found, RecordError), (ipv4, ipv6)
+        assert found.reason.startswith("ipv4 is " if ipv4 else "ipv6 is ")
+    else:
+        assert isinstance(found, Container), (ipv4, ipv6, found)
+        assert found.endpoints[0].ipv4 == ipv4 and found.endpoints[0].ipv6 == ipv6

@@ -265,3 +265,27 @@ def test_the_watchers_callback_implements_watchdogs_whole_callback_protocol() ->
     assert wanted, "watchdog's WatchCallback protocol is gone: re-check hostsyncd/watcher.py"
     missing = {name for name in wanted if not callable(getattr(_Callback, name, None))}
     assert not missing
+
+
+CONFLICT = "node name 'a' is held by another daemon (host h2, pid 7): this one does not publish"
+
+
+def test_summary_line_says_when_another_daemon_holds_the_node_name():
+    line = summary_line(_state(_cluster(published=[], claimed=False, conflict=CONFLICT)))
+    assert line == ("2 dependents, 3 links, engine connected, NOT PUBLISHING: node name a "
+                    "held by another daemon, cluster ok (1 other node)")
+    assert "NOT PUBLISHING" not in summary_line(_state(_cluster(claimed=True, conflict="")))
+
+
+def test_status_text_says_when_another_daemon_holds_the_node_name():
+    text = status_text(_state(_cluster(published=[], claimed=False, conflict=CONFLICT)))
+    assert f"NOT PUBLISHING: {CONFLICT}" in text
+    assert "publishes 0: -" in text
+    assert "NOT PUBLISHING" not in status_text(_state(_cluster(claimed=True, conflict="")))
+
+
+def test_status_text_shows_what_is_ignored():
+    text = status_text(_state(_cluster(ignored={"rejected": 7, "over_cap": {"b": 3}})))
+    assert "ignored: 7 invalid records; over max_records_per_node: b (3)" in text
+    assert "ignored" not in status_text(_state(_cluster(ignored={"rejected": 0,
+                                                                 "over_cap": {}})))
