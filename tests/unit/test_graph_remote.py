@@ -327,7 +327,8 @@ def test_keep_mode_keeps_a_remote_bare_name_that_went_away() -> None:
 def test_keep_mode_keeps_a_removed_local_target_that_another_node_publishes() -> None:
     # As if no node published it: the kept line is this host's last one.
     p = plan_of(web("db"), [], [remote("b", "db", "192.0.2.7")])
-    assert rendered(p, keep_stopped=True, previous=[b"10.0.0.2\tdb"]) == ["10.0.0.2\tdb"]
+    kept = {"db": (HostLine("10.0.0.2", ("db",)),)}
+    assert rendered(p, keep_stopped=True, kept=kept) == ["10.0.0.2\tdb"]
 
 
 # --- the rest of the graph with remote records ------------------------------------------
