@@ -19,7 +19,7 @@ import docker
 import pytest
 from conftest import OWNER_LABEL
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.one_engine]
 
 CYCLES = 300
 CHECKPOINT = 50

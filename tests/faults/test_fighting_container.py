@@ -25,7 +25,7 @@ from integration.util import LINKS, block, line, read
 
 from .lib import cpu_seconds
 
-pytestmark = pytest.mark.engine
+pytestmark = [pytest.mark.engine, pytest.mark.one_engine]
 
 TARGETS = 50
 PER_DEPENDENT = 5
