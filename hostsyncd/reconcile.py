@@ -218,6 +218,8 @@ class Reconciler:
             self.retry_due = min(self.retry_due or float("inf"), self.clock() + FORGED_GRACE)
 
     def _report_forged(self, now: float) -> None:
+        if not self._suspects:
+            return  # the usual case: no snapshot to (re)build on every repair
         snapshot = self.observed.snapshot()
         for cid, (found, due) in list(self._suspects.items()):
             if due > now:
