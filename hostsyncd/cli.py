@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hostsyncd import __version__
-from hostsyncd import logging as hlog
+from hostsyncd import log as hlog
 from hostsyncd.config import (
     Config,
     ConfigError,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from integration.util import LINKS, block, block_is, line, read
 
-from hostsyncd.cluster import EtcdClient
+from hostsyncd._etcd import EtcdClient
 from hostsyncd.config import ClusterConfig
 from hostsyncd.core.records import owner_key
 

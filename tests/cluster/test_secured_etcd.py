@@ -38,7 +38,7 @@ import pytest
 from conftest import _test_failed
 from integration.util import block, block_is, line, read
 
-from hostsyncd.cluster import EtcdClient, PermissionDenied
+from hostsyncd._etcd import EtcdClient, PermissionDenied
 from hostsyncd.config import ClusterConfig
 
 from .conftest import PUBLISH, Nodes

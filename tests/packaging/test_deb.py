@@ -181,9 +181,9 @@ def test_no_files_outside_the_package(install: Built):
     keep /opt/hostsyncd from being removed."""
     run(BIN, "--version")
     run(BIN, "check-config", CONFIG)
-    # Everything `run` imports (docker, watchdog, pydantic, systemd-python), without
+    # Everything `run` imports (docker, structlog, pydantic, systemd-python), without
     # running anything against an engine.
-    run(VENV / "bin/python", "-c", "import hostsyncd.cli, hostsyncd.daemon, hostsyncd.logging")
+    run(VENV / "bin/python", "-c", "import hostsyncd.cli, hostsyncd.daemon, hostsyncd.log")
     listed = set(run(tool("dpkg"), "-L", PACKAGE).stdout.split())
     on_disk = {str(p) for p in VENV.rglob("*")}
     assert on_disk - listed == set()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hostsyncd.cluster import EtcdClient, EtcdError
+from hostsyncd._etcd import EtcdClient, EtcdError
 from hostsyncd.config import ClusterConfig
 
 SECRET = "pw-" + "x" * 8

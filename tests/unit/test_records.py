@@ -12,7 +12,7 @@ from builders import cid, net
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hostsyncd.cluster import prefix_end
+from hostsyncd._etcd import prefix_end
 from hostsyncd.core.graph import Snapshot
 from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container, Endpoint
@@ -586,7 +586,7 @@ def test_what_is_published_is_accepted_by_peers_or_reported(name: str, network: 
         assert db.id in problems
 
 
-# --- cluster.prefix_end: the etcd range that covers a prefix ------------------------------
+# --- _etcd.prefix_end: the etcd range that covers a prefix ------------------------------
 
 
 @pytest.mark.parametrize(("prefix", "end"), [

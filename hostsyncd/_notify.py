@@ -1,4 +1,11 @@
-"""sd_notify(3), spoken directly over the datagram socket systemd gives in NOTIFY_SOCKET."""
+"""sd_notify(3), spoken directly over the datagram socket systemd gives in NOTIFY_SOCKET.
+
+Why hand-written, and not systemd-python's `systemd.daemon.notify`: systemd-python is the
+optional `journald` extra (a C extension built against libsystemd), and the daemon must
+start, report READY=1 and ping the watchdog without it, in a venv or a container without
+libsystemd headers. The protocol is one datagram of `KEY=value` lines, the socket may be an
+abstract one (`@...`), and this keeps the socket open once instead of per call. About 60
+lines, against a dependency the daemon could not do without."""
 
 from __future__ import annotations
 
