@@ -2,10 +2,13 @@
 
 One inotify watch per file, limited to writes: a watch on the whole containers directory
 would also see every log line the engine writes and every reader opening a file. The
-callbacks run on watchdog's inotify thread and only hand the write on: a stopped target's
-file to the start fast path (a trigger to ask the engine), any other to the loop as
-drift. Nothing here reads a file. Inotify can lose events (queue
-overflow), so that is reported too, and the periodic resync stays the safety net.
+callbacks run on the inotify thread and only hand the write on: a stopped target's file to
+the start fast path (a trigger to ask the engine), any other to the loop as drift. Nothing
+here reads a file. Inotify can lose events (queue overflow), so that is reported too, and
+the periodic resync stays the safety net.
+
+May import: the standard library and hostsyncd._inotify; nothing of the core or the other
+edges (what a write means is the daemon's business).
 """
 
 from __future__ import annotations
@@ -14,18 +17,25 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.observers.inotify_c import (
-    CallbackId,
-    InotifyConstants,
-    InotifyEvent,
-    InotifyFD,
-    WatchDescriptor,
-)
+from hostsyncd._inotify import IN_CLOSE_WRITE, IN_IGNORED, IN_MODIFY, Inotify
 
-_MASK = InotifyConstants.IN_MODIFY | InotifyConstants.IN_CLOSE_WRITE
-_CALLBACK = CallbackId(0)
+_MASK = IN_MODIFY | IN_CLOSE_WRITE
+
+
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A hosts file hostsyncd watches was written by someone.
+
+    `closed`: the writer closed the file. A write without a close may be one piece of
+    several (a shell redirect, stdio buffers): acting on it would put our block in the
+    middle of someone else's write.
+    """
+
+    container_id: str
+    closed: bool = True
 
 
 class HostsWatcher:
@@ -41,8 +51,9 @@ class HostsWatcher:
         self._on_change = on_change
         self._on_overflow = on_overflow
         self._overflowed = False
-        self._inotify = InotifyFD()
-        self._watches: dict[str, WatchDescriptor] = {}
+        self._inotify = Inotify(self._event, self._overflow)
+        self._watches: dict[str, int] = {}  # container id -> watch descriptor
+        self._owners: dict[int, str] = {}  # and back
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -50,30 +61,41 @@ class HostsWatcher:
 
     def stop(self) -> None:
         self._inotify.stop()
-        self._inotify.join(timeout=2)
 
     def watch_only(self, container_ids: Iterable[str]) -> None:
         """Watch exactly these containers' files; those not there yet are tried next time."""
         wanted = set(container_ids)
         with self._lock:
-            stale = [(cid, self._watches.pop(cid)) for cid in self._watches.keys() - wanted]
+            stale = [self._watches.pop(cid) for cid in self._watches.keys() - wanted]
+            for wd in stale:
+                self._owners.pop(wd, None)
             missing = wanted - self._watches.keys()
-        for _, wd in stale:
+        for wd in stale:
             # The file, and with it the watch, may already be gone.
-            with contextlib.suppress(OSError, KeyError):
-                self._inotify.remove_callbacks([(wd, _CALLBACK)])
+            with contextlib.suppress(OSError):
+                self._inotify.remove(wd)
         for cid in missing:
             try:
-                wd = self._inotify.add_callback(
-                    os.fsencode(self._path_of(cid)), _MASK, _Callback(self, cid), _CALLBACK
-                )
+                wd = self._inotify.add(os.fsencode(self._path_of(cid)), _MASK)
             except OSError:
                 continue
             with self._lock:
                 self._watches[cid] = wd
+                self._owners[wd] = cid
+
+    def _event(self, wd: int, mask: int) -> None:
+        with self._lock:
+            cid = self._owners.get(wd)
+            if cid is not None and mask & IN_IGNORED:
+                # The file went (its container was removed), and the kernel dropped the watch.
+                del self._owners[wd]
+                self._watches.pop(cid, None)
+                return
+        if cid is not None and mask & (IN_MODIFY | IN_CLOSE_WRITE):
+            self._on_change(cid, bool(mask & IN_CLOSE_WRITE))
 
     def _overflow(self) -> None:
-        # watchdog calls every callback on one overflow: report it once per burst.
+        # Report once per burst: the resync it asks for covers everything lost until then.
         with self._lock:
             if self._overflowed:
                 return
@@ -84,26 +106,3 @@ class HostsWatcher:
         """The resync the last overflow asked for has run; report the next one."""
         with self._lock:
             self._overflowed = False
-
-    def _gone(self, container_id: str, wd: WatchDescriptor) -> None:
-        with self._lock:
-            if self._watches.get(container_id) == wd:
-                del self._watches[container_id]
-
-
-class _Callback:
-    def __init__(self, watcher: HostsWatcher, container_id: str) -> None:
-        self.watcher = watcher
-        self.container_id = container_id
-
-    def on_event(self, event: InotifyEvent) -> None:
-        self.watcher._on_change(self.container_id, event.is_close_write)
-
-    def on_watch_deleted(self, wd: WatchDescriptor) -> None:
-        self.watcher._gone(self.container_id, wd)
-
-    def on_queue_overflow(self) -> None:
-        self.watcher._overflow()
-
-    def on_events_lost(self) -> None:
-        """Called after every callback's on_queue_overflow: already reported there."""

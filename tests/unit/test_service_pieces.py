@@ -10,10 +10,10 @@ import time
 
 import pytest
 
+from hostsyncd._notify import Notifier
 from hostsyncd.core.graph import Snapshot, plan_all
 from hostsyncd.core.model import Container, Endpoint
-from hostsyncd.logging import journald_fields
-from hostsyncd.notify import Notifier
+from hostsyncd.log import journald_fields
 from hostsyncd.state import summary_line
 from hostsyncd.views import graph_dot, graph_json, graph_text, status_text
 
@@ -246,25 +246,6 @@ def test_status_text_without_a_cluster_has_no_cluster_line(cluster):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
-
-
-def test_the_watchers_callback_implements_watchdogs_whole_callback_protocol() -> None:
-    """The watcher drives watchdog's InotifyFD (not its public observer API: that one
-    watches directories, and would see every log line and reader of the containers root).
-    InotifyFD calls every method of its WatchCallback protocol; one missing (as
-    on_events_lost was, when watchdog 7.1 added it) kills watchdog's thread at the first
-    queue overflow. This pins the protocol to what the watcher implements."""
-    import inspect
-
-    from watchdog.observers.inotify_c import WatchCallback
-
-    from hostsyncd.watcher import _Callback
-
-    wanted = {name for name, _ in inspect.getmembers(WatchCallback, inspect.isfunction)
-              if name.startswith("on_")}
-    assert wanted, "watchdog's WatchCallback protocol is gone: re-check hostsyncd/watcher.py"
-    missing = {name for name in wanted if not callable(getattr(_Callback, name, None))}
-    assert not missing
 
 
 CONFLICT = "node name 'a' is held by another daemon (host h2, pid 7): this one does not publish"
