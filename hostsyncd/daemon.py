@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from hostsyncd import logging as hlog
+from hostsyncd import log as hlog
 from hostsyncd import state
+from hostsyncd._notify import Notifier
 from hostsyncd.cluster import Cluster, read_remote
 from hostsyncd.config import Config, ConfigError
 from hostsyncd.engine import (
@@ -28,9 +29,8 @@ from hostsyncd.engine import (
     NetworkProbe,
 )
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
-from hostsyncd.notify import Notifier
-from hostsyncd.reconcile import Drift, Reconciler
-from hostsyncd.watcher import HostsWatcher
+from hostsyncd.reconcile import Reconciler
+from hostsyncd.watcher import Drift, HostsWatcher
 from hostsyncd.writer import HostsWriter
 
 # The state file and STATUS= follow changes at most this often: they are for people.
@@ -47,6 +47,13 @@ class Signal(Enum):
     RELOAD = "reload"
     RESYNC = "resync"  # file events were lost
     CLUSTER = "cluster"  # remote records or the cluster's health changed
+
+
+# Everything that reaches the loop, from every thread, is one of these: the engine's
+# events (a connect with its endpoint) and its connection; writes to hosts files; the start
+# fast path's early writes and suspected forgeries; signals; and a thread's crash.
+Hint = (EngineEvent | Connected | Disconnected | Drift | EarlyStart | ForgedEntry | Signal
+        | Exception)
 
 
 @dataclass(slots=True)
@@ -68,7 +75,7 @@ class Daemon:
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
         self.log = hlog.get_logger()
-        self.hints: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.engine_link = EngineLink()
         self.reconciler = build_reconciler(config, self.log)
         self.started = time.time()
@@ -196,7 +203,7 @@ class Daemon:
         return (Connected) brings a resync of its own."""
         return self._next_resync if self.engine_link.connected else float("inf")
 
-    def _next_batch(self) -> list[object]:
+    def _next_batch(self) -> list[Hint]:
         """Block until a hint or a timer is due, then take everything already queued, so a
         burst of events costs one pass."""
         due = min(self._resync_due(), self._next_ping if self.notifier.watchdog_interval
@@ -205,7 +212,7 @@ class Daemon:
             due = min(due, self._next_state)
         if self.reconciler.retry_due is not None:
             due = min(due, self.reconciler.retry_due)
-        batch: list[object] = []
+        batch: list[Hint] = []
         with contextlib.suppress(queue.Empty):
             timeout = None if due == float("inf") else max(0.0, due - time.monotonic())
             batch.append(self.hints.get(timeout=timeout))
@@ -215,7 +222,7 @@ class Daemon:
             except queue.Empty:
                 return batch
 
-    def _handle(self, batch: list[object]) -> None:
+    def _handle(self, batch: list[Hint]) -> None:
         """A pass when something about the containers may have changed; otherwise only a
         repair of the files that are due (someone wrote them, or a retry)."""
         resync = time.monotonic() >= self._next_resync
@@ -225,29 +232,30 @@ class Daemon:
         forged: list[ForgedEntry] = []
         remote_changed = False
         for hint in batch:
-            if isinstance(hint, EngineEvent):
-                events.append(hint)
-            elif isinstance(hint, Drift):
-                drifted.append(hint)
-            elif isinstance(hint, EarlyStart):
-                early.append(hint)
-            elif isinstance(hint, ForgedEntry):
-                forged.append(hint)
-            elif isinstance(hint, Exception):
-                self._unexpected(hint)
-            elif isinstance(hint, Connected):
-                self._engine_up(hint)
-                resync = True
-            elif isinstance(hint, Disconnected):
-                self._engine_down(hint)
-            elif hint is Signal.RELOAD:
-                self._reload()
-                resync = True
-            elif hint is Signal.RESYNC:
-                self.log.warning("file events were lost; resyncing")
-                resync = True
-            elif hint is Signal.CLUSTER:
-                remote_changed = self._cluster_changed() or remote_changed
+            match hint:
+                case EngineEvent():
+                    events.append(hint)
+                case Drift():
+                    drifted.append(hint)
+                case EarlyStart():
+                    early.append(hint)
+                case ForgedEntry():
+                    forged.append(hint)
+                case Connected():
+                    self._engine_up(hint)
+                    resync = True
+                case Disconnected():
+                    self._engine_down(hint)
+                case Signal.RELOAD:
+                    self._reload()
+                    resync = True
+                case Signal.RESYNC:
+                    self.log.warning("file events were lost; resyncing")
+                    resync = True
+                case Signal.CLUSTER:
+                    remote_changed = self._cluster_changed() or remote_changed
+                case Exception():
+                    self._unexpected(hint)
         if not self.engine_link.connected:
             resync = False  # nothing to list; the next Connected resyncs
         for started in early:

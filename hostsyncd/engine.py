@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import queue
 import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -45,6 +46,11 @@ class EngineEvent:
     network_id: str = ""
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     time_nano: int = 0
+    # A network connect's endpoint, as the network reported it when the event was read
+    # (the list shows it about 200 ms later), with the container's name; None if the
+    # network could not say (the decider then lists).
+    endpoint: Endpoint | None = None
+    member_name: str = ""
 
     @property
     def container_name(self) -> str:
@@ -82,10 +88,6 @@ class Engine:
         """Every container with its labels, state and addresses, in one API call."""
         self.calls += 1
         return [container_from_list(raw) for raw in self.client.containers(all=True)]
-
-    def network_endpoint(self, network_id: str, container_id: str) -> tuple[str, Endpoint] | None:
-        """(container name, endpoint) as the network sees it now, which the list may not yet."""
-        return self.network_members(network_id).get(container_id)
 
     def network_members(self, network_id: str) -> dict[str, tuple[str, Endpoint]]:
         """Every container on the network as the network sees it now: id -> (name,
@@ -269,13 +271,16 @@ def _strip_prefix(address: object) -> str:
 
 
 class EventReader:
-    """Reads the event stream on its own thread and hands everything to `emit` at once.
+    """Reads the event stream on its own thread and hands everything to `emit`, in order.
 
-    The engine drops subscribers that fall behind, so this thread only ever parses and
-    enqueues. It reconnects with exponential backoff capped at 2 s (a failed connect to a
-    unix socket costs next to nothing, and the cap bounds how long after the engine is
-    back the resync can start) and says so through `emit`, which is how the daemon knows
-    to resync: events may have been missed.
+    The engine drops subscribers that fall behind, so the reading thread only ever parses
+    and enqueues. A second thread takes events in the order read and, for a network
+    connect, asks the network for the endpoint before handing it on: the decider gets the
+    address with the event and never calls the engine for it. The reader reconnects with
+    exponential backoff capped at 2 s (a failed connect to a unix socket costs next to
+    nothing, and the cap bounds how long after the engine is back the resync can start)
+    and says so through `emit`, which is how the daemon knows to resync: events may have
+    been missed.
     """
 
     def __init__(
@@ -292,8 +297,14 @@ class EventReader:
         self._stopping = threading.Event()
         self._stream: EventStream | None = None
         self._thread = threading.Thread(target=self._run, name="engine-events", daemon=True)
+        # Everything read, in order, for the resolving thread; None ends it.
+        self._read: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._resolver = threading.Thread(target=self._resolve, name="engine-resolve",
+                                          daemon=True)
+        self._probe = NetworkProbe(url, min(timeout, 2.0))
 
     def start(self) -> None:
+        self._resolver.start()
         self._thread.start()
 
     def stop(self) -> None:
@@ -301,6 +312,25 @@ class EventReader:
         if self._stream is not None:
             self._stream.close()
         self._thread.join(timeout=2)
+        self._read.put(None)
+        self._resolver.join(timeout=2)
+        self._probe.close()
+
+    def _resolve(self) -> None:
+        while (item := self._read.get()) is not None:
+            if isinstance(item, EngineEvent) and item.type == "network" \
+                    and item.action == "connect":
+                item = self._with_endpoint(item)
+            self.emit(item)
+
+    def _with_endpoint(self, event: EngineEvent) -> EngineEvent:
+        try:
+            found = self._probe.members(event.network_id).get(event.container_id)
+        except (*EngineUnavailable, ValueError):
+            return event  # the decider lists instead
+        if found is None:
+            return event
+        return replace(event, member_name=found[0], endpoint=found[1])
 
     def _run(self) -> None:
         backoff = 0.1
@@ -308,10 +338,10 @@ class EventReader:
             engine = Engine(self.url, self.timeout)
             try:
                 self._stream = engine.events()
-                self.emit(Connected(engine.version()))
+                self._read.put(Connected(engine.version()))
                 backoff = 0.1
                 for event in self._stream:
-                    self.emit(event)
+                    self._read.put(event)
                 reason = "event stream ended"
             except EngineUnavailable as exc:
                 reason = f"{type(exc).__name__}: {exc}"
@@ -319,7 +349,7 @@ class EventReader:
                 engine.close()
             if self._stopping.is_set():
                 return
-            self.emit(Disconnected(reason))
+            self._read.put(Disconnected(reason))
             self._stopping.wait(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 

@@ -20,24 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostsyncd.config import Config
-from hostsyncd.core.graph import (
-    DependentPlan,
-    FilePlan,
-    Problem,
-    Resolution,
-    Snapshot,
-    files_of,
-    plan_all,
-    waiting_dependents,
-)
-from hostsyncd.core.hostsblock import block_lines, merge, render_block, strip_block
-from hostsyncd.core.model import HostLine
+from hostsyncd.core.graph import DependentPlan, FilePlan, Snapshot
+from hostsyncd.core.hostsblock import changes, untidy
 from hostsyncd.core.observed import ObservedState
+from hostsyncd.core.reconcile import Kept, Result, file_block, transform
+from hostsyncd.core.reconcile import reconcile as decide
 from hostsyncd.core.records import published
 from hostsyncd.engine import Engine, EngineEvent
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
 from hostsyncd.state import LastWrite
+from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
 # Seconds before a file that was being rewritten by someone else is looked at again.
@@ -47,10 +40,6 @@ RACE_RETRY = 0.02
 QUIET = 0.1
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
-# Problems that are routine while containers come and go: said at info, not as warnings.
-_ROUTINE = (Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED, Problem.DETACHED)
-# The most bytes of lines one logged or kept field carries.
-MAX_FIELD_BYTES = 4096
 # A dependent whose block had to be put back this often within FIGHT_WINDOW seconds, with
 # no engine event to explain it, is fighting us: from then on its file is repaired at a
 # falling rate (FIGHT_FIRST_BACKOFF doubling up to FIGHT_MAX_BACKOFF), and not watched.
@@ -61,22 +50,7 @@ FIGHT_MAX_BACKOFF = 10.0
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
 # Per-container subjects of the problem log, all forgotten when the container goes.
-_SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish")
-
-Kept = dict[str, tuple[HostLine, ...]]
-
-
-@dataclass(frozen=True, slots=True)
-class Drift:
-    """A hosts file hostsyncd watches was written by someone.
-
-    `closed`: the writer closed the file. A write without a close may be one piece of
-    several (a shell redirect, stdio buffers): acting on it would put our block in the
-    middle of someone else's write.
-    """
-
-    container_id: str
-    closed: bool = True
+_SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict")
 
 
 @dataclass(slots=True)
@@ -118,7 +92,10 @@ class Reconciler:
         self.problems = ProblemLog(log)
         self.writes = 0
         self.write_errors = 0
-        self._applied: dict[str, tuple[tuple[Resolution, ...], ...]] = {}
+        # The block each file was last written or found with.
+        self._applied: dict[str, bytes] = {}
+        self.blocks: dict[str, bytes] = {}  # the block each file should hold
+        self._conflicted: set[str] = set()
         # The one work queue: dependent id -> when its file is next looked at.
         self._due: dict[str, float] = {}
         # Dependents queued only because their file was written (no event to explain it).
@@ -152,12 +129,12 @@ class Reconciler:
             self.log.debug("engine event", type=event.type, action=event.action,
                            container_id=event.container_id)
             if event.type == "network" and event.action == "connect":
-                # The fast path: the network already knows the address while the list may
-                # not for another 200 ms. Docker also rebuilt or appended to this
+                # The engine edge asked the network, which knows the address while the
+                # list may not for another 200 ms. Docker also rebuilt or appended to this
                 # container's own file, so check it.
-                found = self.engine.network_endpoint(event.network_id, event.container_id)
-                if found is not None:
-                    self.observed.connected(event.container_id, found[0], found[1], now)
+                if event.endpoint is not None:
+                    self.observed.connected(event.container_id, event.member_name,
+                                            event.endpoint, now)
                 else:
                     need_list = True
                 self._queue(event.container_id, now)
@@ -250,31 +227,25 @@ class Reconciler:
         snapshot = self.observed.snapshot()
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
-        plans = plan_all(snapshot, self.config.links.label)
-        files = files_of(snapshot, plans.values())
-        self._forget(snapshot, files)
-        self.plans, self.files = plans, files
-        self._file_of = {cid: plan.hosts_file for cid, plan in plans.items()}
-        if self.config.links.on_target_stop == "keep":
-            for cid, plan in plans.items():
-                self.kept[cid] = plan.kept_lines(self.kept.get(cid))
-        managed = [plan for plan in plans.values() if plan.unmanaged is None]
-        waiting = waiting_dependents(snapshot, managed)
-        self.stopped_targets = set(waiting)
+        keep = self.config.links.on_target_stop == "keep"
+        decided = decide(snapshot, self._applied, self.config.links.label, keep, self.kept)
+        self._forget(snapshot, decided.files)
+        self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
+        self._file_of = {cid: plan.hosts_file for cid, plan in decided.plans.items()}
+        if keep:
+            self.kept = dict(decided.kept)
+        self.stopped_targets = set(decided.waiting)
         if self.fastpath is not None:
-            self.fastpath.arm(Waiting(snapshot, waiting, self.config.links.label,
+            self.fastpath.arm(Waiting(snapshot, dict(decided.waiting), self.config.links.label,
                                       self._transform_for))
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         now = self.clock()
-        chosen = [
-            fid for fid, found in files.items()
-            if verify_all or self._applied.get(fid) != found.links
-            or self._due.get(fid, float("inf")) <= now
-        ]
+        due = {fid for fid, when in self._due.items() if when <= now}
+        chosen = list(decided.files) if verify_all else \
+            list(dict.fromkeys([*decided.writes, *(fid for fid in due if fid in decided.files)]))
         result = self._apply(chosen, now)
-        for plan in plans.values():
-            self._report_links(plan)
+        self._report_decided(decided)
         return result
 
     def repair(self) -> PassResult:
@@ -293,7 +264,7 @@ class Reconciler:
             self._drifted.discard(cid)
             if plan is None:
                 continue
-            changed = self._applied.get(cid) != plan.links
+            changed = self._applied.get(cid) != self.blocks.get(cid)
             outcome = self._write(plan, reports, expect_change=changed and not drifted)
             if drifted and cid in self._due:
                 self._drifted.add(cid)  # a race retry of a repair is still a repair
@@ -361,8 +332,8 @@ class Reconciler:
         plans = sorted([*others, *new.values()],
                        key=lambda p: (p.dependent.id != fid, p.dependent.name))
         found = FilePlan(fid, tuple(plans), current.owner_name if current else fid[:12])
-        keep = self.config.links.on_target_stop == "keep"
-        return found, _transform(found, keep, self.kept, self.writer.max_bytes, [])
+        block = file_block(found, self.config.links.on_target_stop == "keep", self.kept)
+        return found, transform(block, self.writer.max_bytes, [])
 
     def _publish(self, snapshot: Snapshot) -> None:
         assert self.publisher is not None
@@ -389,16 +360,14 @@ class Reconciler:
         right). What is to be logged about it is appended to `reports`."""
         fid = plan.owner
         fields = _fields(plan)
-        keep = self.config.links.on_target_stop == "keep"
-        limit = self.writer.max_bytes
+        block = self.blocks.get(fid, b"")
         overflow: list[int] = []
         try:
             # A container fighting us gets one write per backoff, racing or not.
             fighting = self._fighting(fid)
             patient = not fighting and self._races.get(fid, 0) < RACE_RETRIES
-            transform = _transform(plan, keep, self.kept, limit, overflow)
-            result = self.writer.update(fid, transform, defer_empty=patient,
-                                        expect_change=expect_change)
+            result = self.writer.update(fid, transform(block, self.writer.max_bytes, overflow),
+                                        defer_empty=patient, expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
@@ -415,7 +384,7 @@ class Reconciler:
             self._queue(fid, self.clock() + RACE_RETRY)
         else:
             self._races.pop(fid, None)
-            self._applied[fid] = plan.links
+            self._applied[fid] = block
         if result.changed:
             self.writes += 1
             return True
@@ -469,34 +438,43 @@ class Reconciler:
             )
         else:
             self.problems.clear(f"{fid}/file", "size", **fields)
-        if _untidy(result.before):
+        if untidy(result.before):
             self.problems.add(f"{fid}/file", "content",
                               "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
                               **fields)
         if result.changed:
-            added, removed, foreign = changes(plan, result.before, result.after)
+            added, removed, foreign = changes(plan.aliases, result.before, result.after)
             self.last_write[fid] = LastWrite(time.time(), added, removed, foreign)
             extra = {"foreign_removed": foreign} if foreign else {}
             self.log.info("hosts file updated", added=added, removed=removed, **extra,
                           **fields)
 
-    def _report_links(self, plan: DependentPlan) -> None:
-        dep = plan.dependent
-        fields = {"container_name": dep.name, "container_id": dep.id}
-        found = {f"spec:{err.spec}": str(err) for err in plan.errors}
-        routine = {}
-        for link in plan.links:
-            if link.problem is None:
-                continue
-            message = f"link {link.spec}: {link.problem.value}"
-            if link.targets:
-                message += f" ({', '.join(link.targets)})"
-            (routine if link.problem in _ROUTINE else found)[f"link:{link.spec}"] = message
-        if plan.unmanaged is not None:
-            # Said once, by name: a write there would change nothing the container sees.
-            found["unmanaged"] = plan.unmanaged
-        self.problems.set(f"{dep.id}/links", found, **fields)
-        self.problems.set(f"{dep.id}/waiting", routine, level="info", **fields)
+    def _report_decided(self, decided: Result) -> None:
+        """Say what the core found, from its reasons: each once, until it changes."""
+        for cid, found in decided.plans.items():
+            dep = found.dependent
+            fields = {"container_name": dep.name, "container_id": dep.id}
+            said = {f"spec:{err.spec}": str(err) for err in found.errors}
+            routine = {}
+            for skip in decided.skipped.get(cid, ()):
+                (routine if skip.routine else said)[f"link:{skip.spec}"] = skip.message
+            if cid in decided.unmanaged:
+                # Said once, by name: a write there would change nothing the container sees.
+                said["unmanaged"] = decided.unmanaged[cid]
+            self.problems.set(f"{cid}/links", said, **fields)
+            self.problems.set(f"{cid}/waiting", routine, level="info", **fields)
+        by_file: dict[str, dict[str, str]] = {}
+        for conflict in decided.conflicts:
+            by_file.setdefault(conflict.file, {})[conflict.alias] = (
+                f"{', '.join(conflict.dependents)} share this hosts file and give "
+                f"{conflict.alias} different addresses ({', '.join(conflict.addresses)}); "
+                f"a resolver takes the first")
+        for fid in self._conflicted | by_file.keys():
+            found = decided.files.get(fid)
+            fields = _fields(found) if found is not None else {"container_id": fid}
+            self.problems.set(f"{fid}/conflict", by_file.get(fid, {}), **fields)
+        conflicted = set(by_file)
+        self._conflicted = conflicted
 
 
 def _fields(plan: FilePlan) -> dict[str, Any]:
@@ -506,72 +484,3 @@ def _fields(plan: FilePlan) -> dict[str, Any]:
     if sharers:
         fields["shared_with"] = sharers
     return fields
-
-
-def _transform(
-    plan: FilePlan, keep: bool, kept: Mapping[str, Kept] | None, limit: int,
-    overflow: list[int],
-) -> Callable[[bytes], bytes]:
-    """The file's new content from its current one; a size past `limit` goes to overflow."""
-    block = render_block(plan.lines(keep, kept))
-
-    def transform(before: bytes) -> bytes:
-        after = merge(before, block)
-        if len(after) <= limit:
-            return after
-        # The block does not fit under the read limit: a file we wrote past it could
-        # never be read back to update, and its lines would go stale. No block at all.
-        overflow.append(len(after))
-        return strip_block(before)
-
-    return transform
-
-
-def _untidy(content: bytes) -> bool:
-    if b"\0" in content:
-        return True
-    try:
-        content.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
-
-
-def changes(
-    plan: DependentPlan | FilePlan, before: bytes, after: bytes
-) -> tuple[list[str], list[str], int]:
-    """(lines added, lines of ours removed, count of other lines removed) between two
-    versions of a file's block.
-
-    The block after a write is all ours. What it held before is whatever was in the
-    file: only lines naming one of the plan's aliases first can be ours, and anything
-    else (a container's junk, however much) is only counted. Each list is cut at
-    MAX_FIELD_BYTES, with a last entry saying how many lines were left out.
-    """
-    old, new = block_lines(before), block_lines(after)
-    old_set, new_set = set(old), set(new)
-    plans = plan.plans if isinstance(plan, FilePlan) else (plan,)
-    aliases = {link.spec.alias.encode("ascii") for p in plans for link in p.links}
-    removed: list[bytes] = []
-    foreign = 0
-    for raw in dict.fromkeys(old):
-        if raw in new_set:
-            continue
-        _, tab, names = raw.partition(b"\t")
-        if tab and names.split(b" ", 1)[0] in aliases:
-            removed.append(raw)
-        else:
-            foreign += 1
-    return _capped([ln for ln in new if ln not in old_set]), _capped(removed), foreign
-
-
-def _capped(lines: list[bytes]) -> list[str]:
-    out: list[str] = []
-    size = 0
-    for i, raw in enumerate(lines):
-        size += len(raw) + 1
-        if size > MAX_FIELD_BYTES:
-            out.append(f"... and {len(lines) - i} more")
-            break
-        out.append(raw.decode("ascii", "replace"))
-    return out

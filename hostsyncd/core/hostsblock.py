@@ -98,3 +98,58 @@ def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:
         elif not (address.is_link_local or address.is_loopback):
             ipv6 = str(address)
     return ipv4, ipv6
+
+
+# The most bytes of lines one logged or kept field carries.
+MAX_FIELD_BYTES = 4096
+
+
+def untidy(content: bytes) -> bool:
+    """Whether a file holds NUL bytes or invalid UTF-8 (handled as bytes all the same)."""
+    if b"\0" in content:
+        return True
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def changes(
+    aliases: Iterable[str], before: bytes, after: bytes
+) -> tuple[list[str], list[str], int]:
+    """(lines added, lines of ours removed, count of other lines removed) between two
+    versions of a file's block.
+
+    The block after a write is all ours. What it held before is whatever was in the
+    file: only lines naming one of `aliases` first can be ours, and anything else (a
+    container's junk, however much) is only counted. Each list is cut at MAX_FIELD_BYTES,
+    with a last entry saying how many lines were left out: nothing a container wrote is
+    copied into logs, the state file or memory beyond that.
+    """
+    old, new = block_lines(before), block_lines(after)
+    old_set, new_set = set(old), set(new)
+    ours = {alias.encode("ascii") for alias in aliases}
+    removed: list[bytes] = []
+    foreign = 0
+    for raw in dict.fromkeys(old):
+        if raw in new_set:
+            continue
+        _, tab, names = raw.partition(b"\t")
+        if tab and names.split(b" ", 1)[0] in ours:
+            removed.append(raw)
+        else:
+            foreign += 1
+    return _capped([ln for ln in new if ln not in old_set]), _capped(removed), foreign
+
+
+def _capped(lines: list[bytes]) -> list[str]:
+    out: list[str] = []
+    size = 0
+    for i, raw in enumerate(lines):
+        size += len(raw) + 1
+        if size > MAX_FIELD_BYTES:
+            out.append(f"... and {len(lines) - i} more")
+            break
+        out.append(raw.decode("ascii", "replace"))
+    return out

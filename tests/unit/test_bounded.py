@@ -8,9 +8,9 @@ from builders import LINKS, ctr, net
 
 from hostsyncd import state
 from hostsyncd.core.graph import Snapshot, _LabelCache, plan
+from hostsyncd.core.hostsblock import MAX_FIELD_BYTES, changes
 from hostsyncd.core.links import MAX_LABEL_CHARS, parse_links
 from hostsyncd.core.model import HostLine
-from hostsyncd.reconcile import MAX_FIELD_BYTES, changes
 
 BEGIN = b"# BEGIN hostsyncd (managed by hostsyncd; edits inside are overwritten)\n"
 END = b"# END hostsyncd\n"
@@ -44,12 +44,13 @@ def test_label_cache_drops_the_least_recently_used() -> None:
     assert set(cache._entries) == {"aaa", "ccc", "ddd"}
 
 
-def _plan(links: str = "db cache:kv"):
+def _plan(links: str = "db cache:kv") -> set[str]:
+    """The aliases of web's links: the lines that can be ours."""
     snap = Snapshot([ctr("db", net("n", "10.0.0.2")), ctr("cache", net("n", "10.0.0.3")),
                      ctr("web", net("n", "10.0.0.9"), links=links)])
     found = plan(snap, snap.by_name["web"], LINKS)
     assert found is not None
-    return found
+    return {link.spec.alias for link in found.links}
 
 
 def test_changes_count_foreign_lines_instead_of_copying_them() -> None:
