@@ -35,6 +35,7 @@ from lib import Bench, hostsyncd, profile_summary
 X = "\N{MULTIPLICATION SIGN}"
 RESULTS = lib.ROOT / "bench" / "results"
 ORDER = ("propagation", "fanout", "first_read", "torn_reads", "resync", "synthetic",
+         "event_cost",
          "footprint", "event_storm", "cross_host", "fifty_nodes")
 
 FULL: dict[str, dict[str, Any]] = {
@@ -44,6 +45,7 @@ FULL: dict[str, dict[str, Any]] = {
     "torn_reads": {"rewrites": 200},
     "resync": {"sizes": (50, 100, 200), "resyncs": 5},
     "synthetic": {"sizes": (1000, 2000, 5000, 10000), "repeats": 5},
+    "event_cost": {"sizes": (1000, 10000), "events": 200},
     "footprint": {"idle": 60.0},
     "event_storm": {"targets": 50, "dependents": 10, "storms": 3},
     "cross_host": {"cycles": 20},
@@ -56,6 +58,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "torn_reads": {"rewrites": 20},
     "resync": {"sizes": (50,), "resyncs": 2},
     "synthetic": {"sizes": (1000, 2000), "repeats": 2},
+    "event_cost": {"sizes": (1000, 10000), "events": 40},
     "footprint": {"idle": 10.0, "no_watchdog": 5.0},
     "event_storm": {"targets": 20, "dependents": 3, "storms": 1},
     "cross_host": {"cycles": 5},
@@ -65,6 +68,7 @@ QUICK: dict[str, dict[str, Any]] = {
 
 def run_one(name: str, bench: Bench, workdir: Path, params: dict[str, Any]) -> dict[str, Any]:
     import cross_host
+    import event_cost
     import event_storm
     import fanout
     import fifty_nodes
@@ -90,6 +94,8 @@ def run_one(name: str, bench: Bench, workdir: Path, params: dict[str, Any]) -> d
         return resync_cost.measure_real(bench, workdir, **params)
     if name == "synthetic":
         return resync_cost.measure_synthetic(**params)
+    if name == "event_cost":
+        return event_cost.measure(**params)
     if name == "footprint":
         return footprint.measure(bench, workdir, **params)
     if name == "event_storm":
@@ -177,6 +183,20 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             f"fit {r['fit_ms']['slope'] * 1000:.1f} µs/container, R² {r['fit_ms']['r2']:.3f}; "
             f"10k/1k {r['growth']:.2f}{X}",
             "linear, ≤ 20 µs/container", r["linear"] and r["max_us_per_container"] <= 20)
+    if not failed("event_cost", "CPU per event"):
+        r = results["event_cost"]
+        for n, d in r["by_n"].items():
+            row(f"CPU per event (a target moves), {int(n):,} containers, "
+                f"{d['dependents']:,} dependents with 5 links: connect event; event + list call",
+                f"{d['connect_ms']['median']:.2f} ms; {d['listed_ms']['median']:.2f} ms",
+                f"before (whole fleet planned): {d['before_ms']['median']:.1f} ms",
+                f"{d['ratio_connect']:.0f}{X}; {d['ratio_listed']:.0f}{X} less",
+                "≤ 1 ms at 10k" if int(n) >= 10000 else "—",
+                r["event_ok"] if int(n) >= 10000 else None)
+        per = " / ".join(f"{d['full_us_per_container']:.1f}" for d in r["by_n"].values())
+        row("Full pass (resync), µs per container at "
+            + " / ".join(f"{int(n) // 1000}k" for n in r["by_n"]) + " (5 links, 20% dependents)",
+            per, "—", "best of the sampled passes", "≤ 20 µs", r["pass_ok"])
     if not failed("footprint", "Footprint"):
         r = results["footprint"]
         row(f"Peak RSS (VmHWM), {r['containers']} containers, {r['links']} links",

@@ -84,11 +84,10 @@ class Reconciler:
         self.clock = clock
         self.watch = watch
         self.observed = ObservedState()
-        self.plans: dict[str, DependentPlan] = {}
+        self.plans: Mapping[str, DependentPlan] = {}
         # What is written: each hosts file, with every dependent that reads it. Everything
         # below that is about a file (queue, races, fights, last write) is keyed by its id.
-        self.files: dict[str, FilePlan] = {}
-        self._file_of: dict[str, str] = {}  # dependent id -> its file's id
+        self.files: Mapping[str, FilePlan] = {}
         self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
         self.problems = ProblemLog(log)
@@ -96,7 +95,9 @@ class Reconciler:
         self.write_errors = 0
         # The block each file was last written or found with.
         self._applied: dict[str, bytes] = {}
-        self.blocks: dict[str, bytes] = {}  # the block each file should hold
+        self.blocks: Mapping[str, bytes] = {}  # the block each file should hold
+        # The last decision: the next pass plans only what the changes since then touch.
+        self._decided: Result | None = None
         self._conflicted: set[str] = set()
         # The one work queue: dependent id -> when its file is next looked at.
         self._due: dict[str, float] = {}
@@ -224,16 +225,19 @@ class Reconciler:
     # -- the pass -----------------------------------------------------------------------
 
     def reconcile(self, verify_all: bool = False) -> PassResult:
-        """Re-plan every dependent from the snapshot; write those whose plan changed and
-        those that are due (all of them with verify_all)."""
+        """Re-plan the dependents the snapshot's changes touch (every one with
+        verify_all, the resync's full pass); write those whose plan changed and those
+        that are due (all of them with verify_all)."""
         snapshot = self.observed.snapshot()
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
         keep = self.config.links.on_target_stop == "keep"
-        decided = decide(snapshot, self._applied, self.config.links.label, keep, self.kept)
+        changed = self.observed.take_changes()
+        decided = decide(snapshot, self._applied, self.config.links.label, keep, self.kept,
+                         previous=None if verify_all else self._decided, changed=changed)
+        self._decided = decided
         self._forget(snapshot, decided.files)
         self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
-        self._file_of = {cid: plan.hosts_file for cid, plan in decided.plans.items()}
         if keep:
             self.kept = dict(decided.kept)
         self.stopped_targets = set(decided.waiting)
@@ -296,7 +300,8 @@ class Reconciler:
 
     def _queue(self, cid: str, due: float) -> None:
         """Look at this container's file at `due` (or sooner, if already queued sooner)."""
-        cid = self._file_of.get(cid, cid)  # a sidecar's file is its namespace owner's
+        found = self.plans.get(cid)
+        cid = found.hosts_file if found is not None else cid  # a sidecar's: its owner's
         self._drifted.discard(cid)
         self._due[cid] = min(due, self._due.get(cid, due))
         self.retry_due = min(self._due.values())
@@ -313,7 +318,8 @@ class Reconciler:
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
         for store in (self.kept, self.last_write):
-            for gone in store.keys() - snapshot.by_id.keys():
+            # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
+            for gone in [cid for cid in store if cid not in snapshot.by_id]:
                 del store[gone]
         for cid in list(self.problems.subjects()):
             if cid not in snapshot.by_id:
@@ -453,7 +459,11 @@ class Reconciler:
 
     def _report_decided(self, decided: Result) -> None:
         """Say what the core found, from its reasons: each once, until it changes."""
-        for cid, found in decided.plans.items():
+        replanned = decided.plans.keys() if decided.replanned is None else decided.replanned
+        for cid in replanned:
+            found = decided.plans.get(cid)
+            if found is None:
+                continue  # stopped: what was said stands until it is removed
             dep = found.dependent
             fields = {"container_name": dep.name, "container_id": dep.id}
             said = {f"spec:{err.spec}": str(err) for err in found.errors}

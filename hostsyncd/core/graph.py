@@ -138,6 +138,9 @@ class Snapshot:
     ) -> None:
         self.node = node
         self.bare_names = bare_names
+        # What the remote records were made from: the same object until they change, so
+        # telling whether they changed costs nothing.
+        self.remote_source: object = remote
         self.remote: dict[tuple[str, str], Container] = {}
         self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
         if isinstance(remote, RemoteIndex):  # sorted, and without this node's own records
@@ -153,9 +156,16 @@ class Snapshot:
         self.by_id: dict[str, Container] = {}
         self.by_name: dict[str, Container] = {}
         self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
+        # Names more than one container holds: for a moment, the observed state can show a
+        # removed container (kept by an event) beside the one that took its name.
+        self.shared_names: set[str] = set()
         for c in containers:
             self.by_id[c.id] = c
-            self.by_name[c.name] = c
+            held = self.by_name.get(c.name)
+            if held is not None:
+                self.shared_names.add(c.name)
+            if held is None or _rank(c) > _rank(held):
+                self.by_name[c.name] = c
             project, service = c.compose_project, c.compose_service
             if project is not None and service is not None:
                 self.by_service[project, service].append(c)
@@ -163,19 +173,59 @@ class Snapshot:
             replicas.sort(key=lambda c: c.name)
 
     def replaced(self, container: Container) -> Snapshot:
-        """A copy with one container (same id, name and labels) swapped in: a few dict
-        copies in C instead of indexing every container again."""
+        """A copy with one container (same id) swapped in."""
+        return self.updated({container.id: container})
+
+    def updated(self, changes: Mapping[str, Container | None]) -> Snapshot:
+        """A copy with these containers swapped in (None: gone): a few dict copies in C
+        instead of indexing every container again. Other nodes' records are shared."""
         new = Snapshot((), node=self.node, bare_names=self.bare_names)
         new.remote, new.remote_by_name = self.remote, self.remote_by_name  # never changed
-        new.by_id = {**self.by_id, container.id: container}
-        new.by_name = {**self.by_name, container.name: container}
+        new.remote_source = self.remote_source
+        new.by_id, new.by_name = dict(self.by_id), dict(self.by_name)
         new.by_service.update(self.by_service)
-        project, service = container.compose_project, container.compose_service
-        if project is not None and service is not None:
-            new.by_service[project, service] = [
-                container if c.id == container.id else c
-                for c in self.by_service.get((project, service), ())
-            ]
+        new.shared_names = set(self.shared_names)
+        services: set[tuple[str, str]] = set()
+        names: set[str] = set()
+        by_id, by_name = new.by_id, new.by_name
+        for cid, container in changes.items():
+            old = by_id.get(cid)
+            if old is not None:
+                services.add(_service_of(old))
+                names.add(old.name)
+                if by_name.get(old.name) is old and (container is None
+                                                     or container.name != old.name):
+                    del by_name[old.name]
+            if container is None:
+                if old is not None:
+                    del by_id[cid]
+                continue
+            # Assigned in place, not popped and put back: a dict with holes left by pops
+            # takes the slow path when the next event copies it.
+            by_id[cid] = container
+            services.add(_service_of(container))
+            names.add(container.name)
+            held = by_name.get(container.name)
+            if held is not None and held.id != cid:
+                new.shared_names.add(container.name)
+            if held is None or held.id == cid or _rank(container) > _rank(held):
+                by_name[container.name] = container
+        for name in names & new.shared_names:
+            # Rare: who holds a shared name now is found the slow way.
+            holders = [c for c in new.by_id.values() if c.name == name]
+            if holders:
+                new.by_name[name] = max(holders, key=_rank)
+            if len(holders) < 2:
+                new.shared_names.discard(name)
+        for key in services - {_NO_SERVICE}:
+            replicas = [c for c in new.by_service.get(key, ()) if c.id not in changes]
+            replicas += [c for c in changes.values()
+                         if c is not None and _service_of(c) == key]
+            if replicas:
+                replicas.sort(key=lambda c: c.name)
+                new.by_service[key] = replicas
+            else:
+                new.by_service.pop(key, None)
         return new
 
     def __len__(self) -> int:
@@ -191,6 +241,20 @@ class Snapshot:
             matches = [c for cid, c in self.by_id.items() if cid.startswith(ref)]
             found = matches[0] if len(matches) == 1 else None
         return found
+
+
+_NO_SERVICE = ("", "")
+
+
+def _rank(container: Container) -> tuple[bool, bool, str]:
+    """Which of the containers holding one name a link means: a running one, then a live
+    one; the id only makes the choice the same however the snapshot was built."""
+    return container.has_address, container.is_live, container.id
+
+
+def _service_of(container: Container) -> tuple[str, str]:
+    project, service = container.compose_project, container.compose_service
+    return (project, service) if project is not None and service is not None else _NO_SERVICE
 
 
 class _LabelCache:
@@ -434,13 +498,15 @@ def files_of(snapshot: Snapshot, plans: Iterable[DependentPlan]) -> dict[str, Fi
     for found in plans:
         if found.unmanaged is None:
             grouped[found.hosts_file].append(found)
-    out = {}
-    for owner, group in grouped.items():
-        if len(group) > 1:
-            group.sort(key=lambda p: (p.dependent.id != owner, p.dependent.name))
-        found = snapshot.by_id.get(owner)
-        out[owner] = FilePlan(owner, tuple(group), found.name if found else owner[:12])
-    return out
+    return {owner: file_plan(snapshot, owner, group) for owner, group in grouped.items()}
+
+
+def file_plan(snapshot: Snapshot, owner: str, group: list[DependentPlan]) -> FilePlan:
+    """One file's plan from the managed plans of the dependents that read it."""
+    if len(group) > 1:
+        group.sort(key=lambda p: (p.dependent.id != owner, p.dependent.name))
+    found = snapshot.by_id.get(owner)
+    return FilePlan(owner, tuple(group), found.name if found else owner[:12])
 
 
 def waiting_dependents(

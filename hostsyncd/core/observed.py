@@ -5,6 +5,10 @@ address, and right after a container dies it may still show it running. Events t
 after a list are kept as overrides on top of it until a later list agrees with them (or they
 are old enough that the list must have caught up).
 
+It also says which containers changed since the decider last asked (`take_changes`), so an
+event costs the dependents it touches: the snapshot is updated for those containers only,
+and only a list call compares the fleet (each listed container with the one before it).
+
 Imports: core.
 """
 
@@ -36,6 +40,10 @@ class ObservedState:
         self._remote: tuple[Container, ...] = ()
         self._node: str | None = None
         self._bare_names = False
+        # Ids whose container may differ from the last snapshot built, and from the last
+        # `take_changes`; None: unknown (nothing built yet), so everything.
+        self._stale: set[str] | None = None
+        self._changes: set[str] | None = None
 
     def cluster(self, node: str | None, remote: tuple[Container, ...],
                 bare_names: bool = False) -> bool:
@@ -44,22 +52,33 @@ class ObservedState:
         if (node, remote, bare_names) == (self._node, self._remote, self._bare_names):
             return False
         self._node, self._remote, self._bare_names = node, remote, bare_names
-        self._snapshot = None
+        self._snapshot = None  # rebuilt with the new records; the core then plans everything
         return True
 
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
-        self._listed = {c.id: c for c in containers}
+        before = self._listed
+        self._listed = listed = {}
+        changed: set[str] = set()
+        for c in containers:
+            old = before.get(c.id)
+            if old is not None and old == c:
+                c = old  # the same object: what did not change is found by identity later
+            else:
+                changed.add(c.id)
+            listed[c.id] = c
+        changed.update(cid for cid in before if cid not in listed)
         for cid, override in list(self._overrides.items()):
-            if now - override.since > OVERRIDE_TTL or _agrees(self._listed.get(cid), override):
+            if now - override.since > OVERRIDE_TTL or _agrees(listed.get(cid), override):
                 del self._overrides[cid]
-        self._snapshot = None
+                changed.add(cid)
+        self._touch(changed)
 
     def forget_events(self) -> None:
         """Drop every override: after a reconnect, the events they came from are history
         and the next list is the whole truth (what happened in between was not seen)."""
+        self._touch(set(self._overrides))
         self._overrides.clear()
-        self._snapshot = None
 
     def connected(self, container_id: str, name: str, endpoint: Endpoint, now: float) -> None:
         """A container joined a network: it is running (or starting) with this address."""
@@ -78,13 +97,27 @@ class ObservedState:
         override.endpoints.clear()
 
     def _override(self, container_id: str, now: float) -> _Override:
-        self._snapshot = None
+        self._touch({container_id})
         override = self._overrides.setdefault(container_id, _Override(now))
         override.since = now
         return override
 
+    def _touch(self, ids: set[str]) -> None:
+        if self._stale is not None:
+            self._stale |= ids
+        if self._changes is not None:
+            self._changes |= ids
+
+    def take_changes(self) -> frozenset[str] | None:
+        """The containers that changed since the last call (None: since ever, as at the
+        start), for `core.reconcile`. The snapshot to go with it is `snapshot()`."""
+        changes = self._changes
+        self._changes = set()
+        return frozenset(changes) if changes is not None else None
+
     def snapshot(self) -> Snapshot:
-        if self._snapshot is None:
+        stale = self._stale
+        if self._snapshot is None or stale is None:
             merged = dict(self._listed)
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
@@ -92,7 +125,17 @@ class ObservedState:
                 (c for c in merged.values() if c is not None), self._remote, self._node,
                 self._bare_names,
             )
+            # Built from scratch: whatever dropped the last one, the decider plans all.
+            self._changes = None
+        elif stale:
+            self._snapshot = self._snapshot.updated({cid: self._merged(cid) for cid in stale})
+        self._stale = set()
         return self._snapshot
+
+    def _merged(self, cid: str) -> Container | None:
+        override = self._overrides.get(cid)
+        listed = self._listed.get(cid)
+        return _apply(listed, cid, override) if override is not None else listed
 
 
 def _apply(listed: Container | None, cid: str, override: _Override) -> Container:

@@ -1,0 +1,198 @@
+"""An incremental reconcile decides exactly what a full one decides, whatever happened in
+between: it plans only the dependents a change touches (core.reconcile.touched), so a
+dependent it missed would keep a stale block. Hypothesis drives random histories of starts,
+stops, address changes, renames, recreations, removals, sidecars, compose replicas and label
+changes, and after every step the two must agree."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from builders import LINKS, cid, ctr, net
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hostsyncd.core.graph import Snapshot
+from hostsyncd.core.model import Container
+from hostsyncd.core.reconcile import Result, changed_ids, reconcile, touched
+
+NAMES = ["a", "b", "c", "d", "e", "f"]
+SERVICES = ["web", "db"]
+
+
+def _link_label(targets: list[str]) -> str:
+    return ",".join(targets)
+
+
+@st.composite
+def _container(draw: st.DrawFn, name: str, generation: int) -> Container:
+    running = draw(st.booleans())
+    networks = draw(st.lists(st.sampled_from(["n1", "n2"]), max_size=2, unique=True))
+    host = draw(st.integers(2, 5))
+    endpoints = [net(n, f"10.0.{i}.{host}" if running else "") for i, n in enumerate(networks)]
+    links = draw(st.one_of(st.none(), st.lists(
+        st.sampled_from([*NAMES, *SERVICES, "x:alias", "a@n2", "zz"]), max_size=3)
+        .map(_link_label)))
+    mode = draw(st.sampled_from(["", "", "", "container:a", "container:b",
+                                 f"container:{cid('c:0')}"]))
+    compose = draw(st.sampled_from([None, None, "web", "db"]))
+    found = ctr(name, *([] if mode else endpoints),
+                state="running" if running else "exited", links=links,
+                project="p" if compose else None, service=compose,
+                network_mode=mode if mode != f"container:{name}" else "")
+    # A recreated container keeps its name but gets a new id.
+    return Container(id=cid(f"{name}:{generation}"), name=found.name, state=found.state,
+                     labels=found.labels, network_mode=found.network_mode,
+                     endpoints=found.endpoints,
+                     hosts_mounted=draw(st.sampled_from([False, False, False, True])))
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> list[list[Container]]:
+    generations = dict.fromkeys(NAMES, 0)
+    world: dict[str, Container] = {n: draw(_container(n, 0)) for n in NAMES[:4]}
+    steps = [list(world.values())]
+    for _ in range(draw(st.integers(1, 8))):
+        name = draw(st.sampled_from(NAMES))
+        action = draw(st.sampled_from(["change", "change", "recreate", "remove", "rename"]))
+        if action == "remove":
+            world.pop(name, None)
+        elif action == "rename" and name in world:
+            new = draw(st.sampled_from(NAMES))
+            if new not in world:
+                old = world.pop(name)
+                world[new] = Container(old.id, new, old.state, old.labels, old.network_mode,
+                                       old.endpoints, hosts_mounted=old.hosts_mounted)
+        else:
+            if action == "recreate" or name not in world:
+                generations[name] += 1
+            world[name] = draw(_container(name, generations[name]))
+        steps.append(list(world.values()))
+    return steps
+
+
+def _same(full: Result, inc: Result) -> None:
+    assert dict(inc.plans) == dict(full.plans)
+    assert dict(inc.files) == dict(full.files)
+    assert dict(inc.blocks) == dict(full.blocks)
+    assert dict(inc.skipped) == dict(full.skipped)
+    assert dict(inc.unmanaged) == dict(full.unmanaged)
+    assert set(inc.conflicts) == set(full.conflicts)
+    assert _waiting(inc.waiting) == _waiting(full.waiting)
+    assert dict(inc.kept) == dict(full.kept)
+    assert set(inc.writes) <= set(full.writes)
+
+
+def _waiting(waiting: Mapping[str, list]) -> dict[str, list[str]]:
+    return {t: sorted(p.dependent.id for p in plans) for t, plans in waiting.items()}
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories(), st.booleans())
+def test_incremental_decides_what_a_full_pass_decides(history: list[list[Container]],
+                                                      keep: bool) -> None:
+    current: dict[str, bytes] = {}
+    kept_full: Mapping = {}
+    previous = None
+    for containers in history:
+        snapshot = Snapshot(containers)
+        full = reconcile(snapshot, current, LINKS, keep, kept_full)
+        inc = reconcile(snapshot, current, LINKS, keep,
+                        previous.kept if previous is not None else {}, previous=previous)
+        _same(full, inc)
+        # Every file the full pass would write that the incremental one did not must
+        # already hold its block: nothing is left unwritten.
+        for fid in set(full.writes) - set(inc.writes):
+            assert current.get(fid) == full.blocks[fid] or fid not in current
+        current = dict(full.blocks)
+        kept_full, previous = full.kept, inc
+
+
+def test_an_event_plans_only_the_dependents_it_touches() -> None:
+    db = ctr("db", net("n1", "10.0.0.2"))
+    deps = [ctr(f"web{i}", net("n1", f"10.0.1.{i}"), links="db") for i in range(5)]
+    others = [ctr(f"app{i}", net("n1", f"10.0.2.{i}"), links="cache") for i in range(50)]
+    first = reconcile(Snapshot([db, *deps, *others]), {}, LINKS)
+    moved = ctr("db", net("n1", "10.0.0.9"))
+    after = reconcile(Snapshot([moved, *deps, *others]), first.blocks, LINKS, previous=first)
+    assert after.replanned == frozenset(d.id for d in deps)
+    assert sorted(after.writes) == sorted(d.id for d in deps)
+    assert b"10.0.0.9\tdb" in after.blocks[deps[0].id]
+
+
+def test_a_sidecar_of_a_changed_owner_is_touched() -> None:
+    app = ctr("app", net("n1", "10.0.0.2"))
+    side = ctr("side", network_mode=f"container:{app.id}", links="db")
+    db = ctr("db", net("n1", "10.0.0.3"))
+    before = Snapshot([app, side, db])
+    first = reconcile(before, {}, LINKS)
+    after = Snapshot([ctr("app", net("n1", "10.0.0.4"), links=None), side, db])
+    assert touched(first.index, before, after, changed_ids(before, after), LINKS) == {side.id}
+
+
+def test_other_nodes_records_changing_plans_everything() -> None:
+    snapshot = Snapshot([ctr("web", net("n1", "10.0.0.2"), links="db")], (), "a")
+    first = reconcile(snapshot, {}, LINKS)
+    remote = (Container("r", "db", "running", node="b", endpoints=(net("n1", "10.9.0.1"),)),)
+    again = Snapshot(list(snapshot), remote, "a")
+    assert changed_ids(snapshot, again) is None
+    assert reconcile(again, first.blocks, LINKS, previous=first).replanned is None
+
+
+def test_nothing_changed_writes_nothing() -> None:
+    snapshot = Snapshot([ctr("web", net("n1", "10.0.0.2"), links="db"),
+                         ctr("db", net("n1", "10.0.0.3"))])
+    first = reconcile(snapshot, {}, LINKS)
+    again = reconcile(snapshot, {}, LINKS, previous=first)
+    assert again.writes == () and again.replanned == frozenset()
+
+
+# -- the observed state: the snapshot it updates is the one it would build ----------------
+
+_events = st.lists(st.tuples(
+    st.sampled_from(["list", "connect", "disconnect", "stop", "forget"]),
+    st.sampled_from(NAMES), st.integers(2, 9)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_histories(), min_size=1, max_size=1), _events)
+def test_observed_updates_its_snapshot_as_it_would_build_it(
+        lists: list[list[list[Container]]], events: list[tuple[str, str, int]]) -> None:
+    from hostsyncd.core.observed import ObservedState
+
+    history = iter(lists[0] * 3)
+    # The twin gets every call too, but builds its snapshot from scratch each time.
+    observed, twin = ObservedState(), ObservedState()
+    first = next(history)
+    for each in (observed, twin):
+        each.listed(first, 0.0)
+    before = observed.snapshot()
+    observed.take_changes()
+    for now, (kind, name, host) in enumerate(events, start=1):
+        target = before.by_name.get(name)
+        if kind == "list":
+            listed = next(history, [])
+            for each in (observed, twin):
+                each.listed(listed, float(now))
+        elif target is None:
+            continue
+        for each in (observed, twin):
+            if kind == "connect":
+                each.connected(target.id, name, net("n1", f"10.0.9.{host}"), float(now))
+            elif kind == "disconnect":
+                each.disconnected(target.id, cid("net:n1"), float(now))
+            elif kind == "stop":
+                each.stopped(target.id, float(now))
+            elif kind == "forget":
+                each.forget_events()
+        after = observed.snapshot()
+        changes = observed.take_changes()
+        twin._snapshot = None
+        fresh = twin.snapshot()
+        assert after.by_id == fresh.by_id
+        assert after.by_name == fresh.by_name
+        assert {k: v for k, v in after.by_service.items() if v} == \
+            {k: v for k, v in fresh.by_service.items() if v}
+        actual = changed_ids(before, after)
+        assert changes is not None and actual is not None and actual <= changes
+        before = after
