@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hostsyncd.core.graph import Snapshot
-from hostsyncd.core.model import Container, Endpoint
+from hostsyncd.core.model import STARTING, Container, Endpoint
 
 # Longer than any lag seen between an event and the list reflecting it, by far.
 OVERRIDE_TTL = 30.0
@@ -24,6 +24,11 @@ class _Override:
     stopped: bool = False
     # network id -> endpoint now, or None once disconnected
     endpoints: dict[str, Endpoint | None] = field(default_factory=dict)
+    # The last `health_status` event's status; "" if none since the last stop.
+    health: str = ""
+    # Stopped since the list: a healthcheck starts over (STARTING) with the next start, and
+    # the engine sends no event for that.
+    health_reset: bool = False
 
 
 class ObservedState:
@@ -34,6 +39,10 @@ class ObservedState:
         self._remote: tuple[Container, ...] = ()
         self._node: str | None = None
         self._bare_names = False
+        # Containers seen with a healthcheck. The list shows health only while a container
+        # runs, so this is how a stopped one is known to start as STARTING. A container's
+        # healthcheck is fixed at create; the set holds only listed containers.
+        self._healthchecked: set[str] = set()
 
     def cluster(self, node: str | None, remote: tuple[Container, ...],
                 bare_names: bool = False) -> bool:
@@ -48,6 +57,8 @@ class ObservedState:
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
         self._listed = {c.id: c for c in containers}
+        self._healthchecked = {c.id for c in containers
+                               if c.health or c.id in self._healthchecked}
         for cid, override in list(self._overrides.items()):
             if now - override.since > OVERRIDE_TTL or _agrees(self._listed.get(cid), override):
                 del self._overrides[cid]
@@ -66,6 +77,19 @@ class ObservedState:
         override.name = name or override.name
         override.endpoints[endpoint.network_id] = endpoint
 
+    def health(self, container_id: str, status: str, now: float) -> None:
+        """A `health_status` event: the engine's newest word on the healthcheck."""
+        override = self._override(container_id, now)
+        override.health = status
+        override.health_reset = False
+        self._healthchecked.add(container_id)
+
+    def healthchecked(self, container_id: str) -> None:
+        """The engine says this (stopped) container has a healthcheck."""
+        if container_id not in self._healthchecked:
+            self._healthchecked.add(container_id)
+            self._snapshot = None
+
     def disconnected(self, container_id: str, network_id: str, now: float) -> None:
         self._override(container_id, now).endpoints[network_id] = None
 
@@ -74,6 +98,7 @@ class ObservedState:
         override = self._override(container_id, now)
         override.stopped = True
         override.endpoints.clear()
+        override.health, override.health_reset = "", True
 
     def _override(self, container_id: str, now: float) -> _Override:
         self._snapshot = None
@@ -87,14 +112,23 @@ class ObservedState:
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
             self._snapshot = Snapshot(
-                (c for c in merged.values() if c is not None), self._remote, self._node,
-                self._bare_names,
+                (self._with_health(c) for c in merged.values() if c is not None),
+                self._remote, self._node, self._bare_names,
             )
         return self._snapshot
+
+    def _with_health(self, container: Container) -> Container:
+        if container.health or container.id not in self._healthchecked:
+            return container
+        return replace(container, health=STARTING)
 
 
 def _apply(listed: Container | None, cid: str, override: _Override) -> Container:
     base = listed or Container(id=cid, name=override.name or cid[:12], state="created")
+    if override.health:
+        base = replace(base, health=override.health)
+    elif override.health_reset and base.health:
+        base = replace(base, health=STARTING)
     if override.stopped:
         state = "exited" if base.state in ("running", "paused", "restarting") else base.state
         # Its addresses are gone, its networks not: the start fast path asks those networks
@@ -115,6 +149,8 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
 
 
 def _agrees(listed: Container | None, override: _Override) -> bool:
+    if override.health and (listed is None or listed.health != override.health):
+        return False
     if override.stopped:
         return listed is None or not listed.has_address
     if listed is None or not listed.has_address:

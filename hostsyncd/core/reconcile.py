@@ -31,8 +31,10 @@ Kept = dict[str, tuple[HostLine, ...]]
 
 # Reasons that are routine while containers come and go: a target stopped, was removed,
 # is being recreated. Said at info, not as warnings.
+# Waiting for a target's health is routine too: every start of a target with a
+# healthcheck goes through it.
 ROUTINE = frozenset({Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED,
-                     Problem.DETACHED})
+                     Problem.DETACHED, Problem.WAITING_HEALTH})
 
 
 class Skip(NamedTuple):
@@ -86,11 +88,13 @@ def reconcile(
     label: str,
     keep: bool = False,
     kept: Mapping[str, Kept] | None = None,
+    health: str = "ignore",
 ) -> Result:
     """Plan every live dependent of the snapshot. `current`: the block each file holds now
     (as last written or verified); a file missing from it, or holding another block, is
-    among `writes`. `keep`: `links.on_target_stop = "keep"`, with `kept` its memory."""
-    plans = plan_all(snapshot, label)
+    among `writes`. `keep`: `links.on_target_stop = "keep"`, with `kept` its memory.
+    `health`: `links.health`."""
+    plans = plan_all(snapshot, label, health=health)
     files = files_of(snapshot, plans.values())
     new_kept: dict[str, Kept] = {}
     if keep:
