@@ -39,10 +39,11 @@ class ObservedState:
         self._remote: tuple[Container, ...] = ()
         self._node: str | None = None
         self._bare_names = False
-        # Containers seen with a healthcheck. The list shows health only while a container
-        # runs, so this is how a stopped one is known to start as STARTING. A container's
-        # healthcheck is fixed at create; the set holds only listed containers.
-        self._healthchecked: set[str] = set()
+        # Containers seen with a healthcheck, with their last health: the list shows health
+        # only while a container runs and is not paused. A stopped one is STARTING (what it
+        # will be when it starts), a paused one keeps its last. A container's healthcheck
+        # is fixed at create; this holds only listed containers.
+        self._healthchecked: dict[str, str] = {}
 
     def cluster(self, node: str | None, remote: tuple[Container, ...],
                 bare_names: bool = False) -> bool:
@@ -57,8 +58,11 @@ class ObservedState:
     def listed(self, containers: list[Container], now: float) -> None:
         """A fresh list: keep only the overrides it does not yet reflect."""
         self._listed = {c.id: c for c in containers}
-        self._healthchecked = {c.id for c in containers
-                               if c.health or c.id in self._healthchecked}
+        known = self._healthchecked
+        self._healthchecked = {
+            c.id: c.health or (known[c.id] if c.has_address else STARTING)
+            for c in containers if c.health or c.id in known
+        }
         for cid, override in list(self._overrides.items()):
             if now - override.since > OVERRIDE_TTL or _agrees(self._listed.get(cid), override):
                 del self._overrides[cid]
@@ -82,12 +86,12 @@ class ObservedState:
         override = self._override(container_id, now)
         override.health = status
         override.health_reset = False
-        self._healthchecked.add(container_id)
+        self._healthchecked[container_id] = status
 
     def healthchecked(self, container_id: str) -> None:
         """The engine says this (stopped) container has a healthcheck."""
         if container_id not in self._healthchecked:
-            self._healthchecked.add(container_id)
+            self._healthchecked[container_id] = STARTING
             self._snapshot = None
 
     def disconnected(self, container_id: str, network_id: str, now: float) -> None:
@@ -99,6 +103,8 @@ class ObservedState:
         override.stopped = True
         override.endpoints.clear()
         override.health, override.health_reset = "", True
+        if container_id in self._healthchecked:
+            self._healthchecked[container_id] = STARTING
 
     def _override(self, container_id: str, now: float) -> _Override:
         self._snapshot = None
@@ -118,9 +124,10 @@ class ObservedState:
         return self._snapshot
 
     def _with_health(self, container: Container) -> Container:
-        if container.health or container.id not in self._healthchecked:
+        known = self._healthchecked.get(container.id)
+        if container.health or known is None:
             return container
-        return replace(container, health=STARTING)
+        return replace(container, health=known)
 
 
 def _apply(listed: Container | None, cid: str, override: _Override) -> Container:
@@ -149,7 +156,10 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
 
 
 def _agrees(listed: Container | None, override: _Override) -> bool:
-    if override.health and (listed is None or listed.health != override.health):
+    # Only a list that shows health can contradict a health event; a stopped or paused
+    # container's shows none (what is known of it is kept in _healthchecked).
+    if override.health and listed is not None and listed.health \
+            and listed.health != override.health:
         return False
     if override.stopped:
         return listed is None or not listed.has_address

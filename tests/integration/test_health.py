@@ -41,8 +41,8 @@ def test_wait_follows_health_and_targets_without_a_check_are_unaffected(
         containers, daemon, wait_until):
     db = containers.run("db", health_cmd=CHECK)
     plain = containers.run("plain")  # no healthcheck
-    s1, s2 = containers.name("s1"), containers.name("s2")
-    web = containers.run("web", labels={LINKS: f"{db} {plain} {s1} {s2}"})
+    s1, s2, s3 = containers.name("s1"), containers.name("s2"), containers.name("s3")
+    web = containers.run("web", labels={LINKS: f"{db} {plain} {s1} {s2} {s3}"})
     d = daemon.start(health="wait")
     path = containers.hosts_path(web)
     db_line, plain_line = line(containers.ip(db), db), line(containers.ip(plain), plain)
@@ -70,6 +70,12 @@ def test_wait_follows_health_and_targets_without_a_check_are_unaffected(
     containers.exec(db, "touch", "/ok")  # back to healthy
     wait_until(block_is(path, [*base, db_line]))
     assert db_line in split(containers.hosts(web))[1]
+
+    # Paused: the list shows "(Paused)" and no health, and the engine sends no health event
+    # until it is unpaused. A paused target keeps its lines, health-gated or not.
+    containers.pause(db)
+    _barrier(containers, wait_until, path, [*base, db_line], "s3")
+    containers.unpause(db)
 
     logs = d.logs()
     # Waiting for health is routine: said at info, never as a warning or error.

@@ -191,6 +191,25 @@ def test_a_restarted_target_is_starting_before_any_list_says_so() -> None:
     assert other.snapshot().by_id[cid("db")].health == ""
 
 
+def test_a_paused_target_keeps_its_last_health_and_a_stopped_one_starts_over() -> None:
+    # The list's Status of a paused container says "(Paused)", nothing of health.
+    seen = ObservedState()
+    seen.listed([db("healthy"), web()], now=0.0)
+    seen.listed([replace(db(""), state="paused"), web()], now=1.0)
+    assert seen.snapshot().by_id[cid("db")].health == "healthy"
+    assert lines_of(list(seen.snapshot()), "wait") == ["10.0.0.2\tdb"]
+    # Its probes fail while paused: the engine says unhealthy, and that stands.
+    seen.health(cid("db"), "unhealthy", now=2.0)
+    seen.listed([replace(db(""), state="paused"), web()], now=3.0)
+    assert seen.snapshot().by_id[cid("db")].health == "unhealthy"
+    # Stopped, listed as such, then started (the list not yet caught up): starting.
+    seen.listed([db("", state="exited"), web()], now=4.0)
+    seen.connected(cid("db"), "db", DB_EP, now=5.0)
+    target = seen.snapshot().by_id[cid("db")]
+    assert (target.state, target.health) == ("running", "starting")
+    assert lines_of(list(seen.snapshot()), "wait") == []
+
+
 def test_what_is_known_about_healthchecks_goes_with_the_container() -> None:
     seen = ObservedState()
     seen.listed([db("healthy"), web()], now=0.0)
