@@ -13,6 +13,8 @@ Why hand-written, and not python-etcd3 or etcd3gw:
 
 Nothing here knows hostsyncd's record format: that is core/records.py, and the
 cluster edge (cluster.py) joins the two.
+
+Imports: config; requests.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ piece of several. watchdog does that only in its internal `inotify_c` module, wh
 callback protocol changed in a minor release (7.1 added `on_events_lost`, and its thread
 died at the first overflow for every caller without it). The kernel interface is three
 calls and one struct, so it is here, where nothing can change under it.
+
+Imports: nothing.
 """
 
 from __future__ import annotations

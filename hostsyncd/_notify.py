@@ -5,7 +5,10 @@ optional `journald` extra (a C extension built against libsystemd), and the daem
 start, report READY=1 and ping the watchdog without it, in a venv or a container without
 libsystemd headers. The protocol is one datagram of `KEY=value` lines, the socket may be an
 abstract one (`@...`), and this keeps the socket open once instead of per call. About 60
-lines, against a dependency the daemon could not do without."""
+lines, against a dependency the daemon could not do without.
+
+Imports: nothing.
+"""
 
 from __future__ import annotations
 

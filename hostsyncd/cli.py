@@ -1,4 +1,7 @@
-"""Command line: argument parsing and exit codes. The work happens elsewhere."""
+"""Command line: argument parsing and exit codes. The work happens elsewhere.
+
+Imports: cluster, config, core, daemon, engine, log, state, views.
+"""
 
 from __future__ import annotations
 

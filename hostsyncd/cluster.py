@@ -11,6 +11,8 @@ Two threads, so a slow watch never delays a lease keep-alive:
 
 While etcd is away the last known records stay: a dependent keeps its remote lines, and
 the cluster shows as degraded until both threads are back.
+
+Imports: _etcd, config, core.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""TOML configuration, validated by pydantic. Every error names the key path it is about."""
+"""TOML configuration, validated by pydantic. Every error names the key path it is about.
+
+Imports: pydantic.
+"""
 
 from __future__ import annotations
 

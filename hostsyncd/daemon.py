@@ -1,5 +1,8 @@
 """Wiring: the event thread, the file watcher, signals, sd_notify, and the loop that decides
-*when* to reconcile. All the deciding of *what* lives in the reconciler and the core."""
+*when* to reconcile. All the deciding of *what* lives in the reconciler and the core.
+
+Imports: _notify, cluster, config, engine, fastpath, log, reconcile, state, watcher, writer.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 It turns list responses, network inspections and events into core records. It works with
 every engine from API 1.41 up: it reads only `Action`, `Actor` and
 `NetworkSettings.Networks`, which newer engines keep, never the fields 1.52 dropped.
+
+Imports: core; docker, requests.
 """
 
 from __future__ import annotations

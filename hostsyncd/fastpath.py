@@ -19,7 +19,7 @@ number of engine calls. If its file then holds an own entry the engine does not 
 that is reported (once, by the loop) as a forged entry, with the running containers that
 share the file.
 
-Imports: core, writer, engine (for the engine calls only). Nothing else.
+Imports: core, writer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """One structlog pipeline for the whole daemon, rendered for the console, as JSON lines, or
-as native journald entries."""
+as native journald entries.
+
+Imports: structlog, systemd.
+"""
 
 from __future__ import annotations
 

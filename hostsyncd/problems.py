@@ -1,4 +1,7 @@
-"""Say each problem once: when it appears, and again only after it has gone and come back."""
+"""Say each problem once: when it appears, and again only after it has gone and come back.
+
+Imports: nothing.
+"""
 
 from __future__ import annotations
 

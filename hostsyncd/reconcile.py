@@ -9,6 +9,8 @@ costs the fleet a pass, and one that keeps doing it is backed off on its own.
 Every field logged or kept about a write carries only lines hostsyncd rendered, cut at
 MAX_FIELD_BYTES, plus a count of whatever else was removed: the file is the container's,
 and nothing it writes is copied into logs, the state file or memory.
+
+Imports: config, core, engine, fastpath, problems, state, watcher, writer.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ never sees half of it.
 is 0644 and a directory made for it 0755, whatever the daemon's umask (the unit's is 0077).
 That is safe because it holds no secret: names, addresses, counts, and URLs that the config
 forbids to carry a password (config.py); etcd credentials never get here.
+
+Imports: core.
 """
 
 from __future__ import annotations

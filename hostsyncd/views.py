@@ -1,4 +1,7 @@
-"""What `hostsyncd graph` and `hostsyncd status` print. Pure formatting, no I/O."""
+"""What `hostsyncd graph` and `hostsyncd status` print. Pure formatting, no I/O.
+
+Imports: core, state.
+"""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ the start fast path (a trigger to ask the engine), any other to the loop as drif
 here reads a file. Inotify can lose events (queue overflow), so that is reported too, and
 the periodic resync stays the safety net.
 
-May import: the standard library and hostsyncd._inotify; nothing of the core or the other
-edges (what a write means is the daemon's business).
+Imports: _inotify. Nothing of the core or the other edges: what a write means is the
+daemon's business.
 """
 
 from __future__ import annotations

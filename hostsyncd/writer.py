@@ -5,6 +5,8 @@ the inode must never change: every write is in place. A file that grows is first
 with newlines (ignored by resolvers); then the bytes that differ are written over the old
 ones, padded with newlines to the old length; only then is the file truncated. A reader
 therefore never sees an empty file or one that ends early.
+
+Imports: nothing.
 """
 
 from __future__ import annotations

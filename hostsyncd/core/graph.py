@@ -1,4 +1,7 @@
-"""From a snapshot of containers to the lines each dependent's hosts file should hold."""
+"""From a snapshot of containers to the lines each dependent's hosts file should hold.
+
+Imports: core.
+"""
 
 from __future__ import annotations
 

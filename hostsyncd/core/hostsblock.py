@@ -6,6 +6,8 @@ next line starting with END. A BEGIN without an END runs to the end of the file,
 stray END line is dropped too: both can only be ours, torn by a racing writer, or forged,
 and keeping either would let blocks pile up. Everything else is kept byte for byte, except
 newline or NUL debris between the last block and the end of the file.
+
+Imports: core.
 """
 
 from __future__ import annotations

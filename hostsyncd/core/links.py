@@ -4,6 +4,8 @@ The label is written by whoever starts the container, so every byte is untrusted
 is accepted only when every part is a plain name that cannot smuggle anything into a
 hosts file line (no whitespace, `#`, control characters or non-ASCII). The one `/` a spec
 may hold separates a cluster node's name from the target.
+
+Imports: core.
 """
 
 from __future__ import annotations

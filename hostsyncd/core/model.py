@@ -1,4 +1,7 @@
-"""Plain records the core works on. The engine edge builds them; nothing here does I/O."""
+"""Plain records the core works on. The engine edge builds them; nothing here does I/O.
+
+Imports: nothing.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ The list call is the truth, but it lags: right after a network connect it may st
 address, and right after a container dies it may still show it running. Events that arrive
 after a list are kept as overrides on top of it until a later list agrees with them (or they
 are old enough that the list must have caught up).
+
+Imports: core.
 """
 
 from __future__ import annotations

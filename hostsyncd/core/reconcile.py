@@ -5,7 +5,7 @@ Pure: no I/O, no clock, no logging. Reasons are returned (typed, as `Problem`), 
 so the daemon's log, `status`, `graph` and the tests all read the same ones. Modelled on
 docker-hoster-injector's `Reconcile(containers) -> Result{Entries, Skipped, Conflicts}`.
 
-May import: the standard library and hostsyncd.core.*.
+Imports: core.
 """
 
 from __future__ import annotations

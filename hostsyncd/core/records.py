@@ -8,6 +8,8 @@ A record lives at `<prefix>/nodes/<node>/containers/<name>` and holds JSON:
 
 Other nodes' records are untrusted input like labels and hosts files: only a record whose
 every part is a plain name or a valid address becomes a target.
+
+Imports: core.
 """
 
 from __future__ import annotations
