@@ -124,7 +124,8 @@ def health_wait(value: str | None, default: str) -> tuple[bool, str | None]:
     message that quotes it cut and escaped (it is the container creator's text)."""
     if value is None:
         return default == "wait", None
-    mode = value.strip().lower()
+    # Only a short value can be valid: a long one is not copied (this runs every pass).
+    mode = value.strip().lower() if len(value) <= _MAX_QUOTED else ""
     if mode in HEALTH_MODES:
         return mode == "wait", None
     shown = value[:_MAX_QUOTED].encode("ascii", "backslashreplace").decode("ascii")

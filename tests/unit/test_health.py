@@ -106,6 +106,9 @@ def test_a_hostile_label_is_quoted_bounded_and_escaped() -> None:
     assert len(error) < 200
     assert "\n" not in error and error.isascii()
     assert "..." in error
+    # Padding does not make a valid value out of a long one.
+    assert health_wait(" " * 100 + "wait", "ignore")[1] is not None
+    assert health_wait(" wait ", "ignore") == (True, None)
 
 
 def test_replicas_give_lines_only_for_the_healthy_ones() -> None:
