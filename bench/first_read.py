@@ -5,9 +5,7 @@ the bar; hostsyncd must race the entrypoint."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lib import Bench, alias_ip, hostsyncd, wait_for
+from lib import Bench, alias_ip, run_alone, wait_for
 
 ENTRYPOINT = ["sh", "-c", "cat /etc/hosts > /first-read; exec sleep 3600"]
 
@@ -45,12 +43,4 @@ def _first_read(bench: Bench, cid: str) -> bytes:
 
 
 if __name__ == "__main__":
-    import json
-    import tempfile
-
-    bench = Bench()
-    try:
-        with hostsyncd(bench, Path(tempfile.mkdtemp())):
-            print(json.dumps(measure(bench, 20), indent=1))
-    finally:
-        bench.cleanup()
+    run_alone(measure, restarts=20)

@@ -72,11 +72,12 @@ class Bench:
 
     def run(self, name: str, *, labels: dict[str, str] | None = None,
             links: dict[str, str] | None = None, cmd: list[str] | None = None,
-            network: str | None = None) -> str:
+            network: str | None = None, healthcheck: dict[str, Any] | None = None) -> str:
+        """`healthcheck`: the Engine API's (Test, Interval in ns, Retries, ...)."""
         host_config = self.api.create_host_config(links=links or {}, network_mode=network)
         created = self.api.create_container(
             IMAGE, cmd or ["sleep", "3600"], name=self.prefix + name,
-            labels=labels or {}, host_config=host_config,
+            labels=labels or {}, host_config=host_config, healthcheck=healthcheck,
         )
         cid = created["Id"]
         self.created.append(cid)
@@ -231,6 +232,20 @@ def hostsyncd(bench: Bench, workdir: Path, env: dict[str, str] | None = None,
             proc.kill()
             proc.wait()
         log.close()
+
+
+def run_alone(measure: Callable[..., dict[str, Any]], **params: Any) -> None:
+    """A benchmark on its own (`python3 bench/<name>.py`): the bench engine, one daemon,
+    the result printed as JSON without its raw samples."""
+    import tempfile
+
+    bench = Bench()
+    try:
+        with hostsyncd(bench, Path(tempfile.mkdtemp())):
+            out = measure(bench, **params)
+        print(json.dumps({k: v for k, v in out.items() if k != "raw_ms"}, indent=1))
+    finally:
+        bench.cleanup()
 
 
 def log_events(path: Path, start: int = 0) -> list[dict[str, Any]]:

@@ -8,9 +8,7 @@ too), start it. Both files are watched by one poller, so both sides see the same
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from lib import Bench, alias_ip, hostsyncd, summary, time_start, wait_for
+from lib import Bench, alias_ip, run_alone, summary, time_start, wait_for
 
 
 def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
@@ -36,13 +34,4 @@ def measure(bench: Bench, cycles: int = 20) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    import json
-    import tempfile
-
-    bench = Bench()
-    try:
-        with hostsyncd(bench, Path(tempfile.mkdtemp())):
-            out = measure(bench)
-        print(json.dumps({k: v for k, v in out.items() if k != "raw_ms"}, indent=1))
-    finally:
-        bench.cleanup()
+    run_alone(measure)

@@ -35,8 +35,7 @@ from lib import Bench, hostsyncd, profile_summary
 X = "\N{MULTIPLICATION SIGN}"
 RESULTS = lib.ROOT / "bench" / "results"
 ORDER = ("propagation", "fanout", "first_read", "torn_reads", "resync", "synthetic",
-         "event_cost",
-         "footprint", "event_storm", "cross_host", "fifty_nodes")
+         "event_cost", "footprint", "event_storm", "cross_host", "fifty_nodes", "health")
 
 FULL: dict[str, dict[str, Any]] = {
     "propagation": {"cycles": 20},
@@ -50,6 +49,7 @@ FULL: dict[str, dict[str, Any]] = {
     "event_storm": {"targets": 50, "dependents": 10, "storms": 3},
     "cross_host": {"cycles": 20},
     "fifty_nodes": {"cycles": 40},
+    "health": {"cycles": 20},
 }
 QUICK: dict[str, dict[str, Any]] = {
     "propagation": {"cycles": 5},
@@ -63,6 +63,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "event_storm": {"targets": 20, "dependents": 3, "storms": 1},
     "cross_host": {"cycles": 5},
     "fifty_nodes": {"cycles": 10},
+    "health": {"cycles": 5},
 }
 
 
@@ -74,6 +75,7 @@ def run_one(name: str, bench: Bench, workdir: Path, params: dict[str, Any]) -> d
     import fifty_nodes
     import first_read
     import footprint
+    import health
     import propagation
     import resync_cost
     import torn_reads
@@ -88,6 +90,8 @@ def run_one(name: str, bench: Bench, workdir: Path, params: dict[str, Any]) -> d
         return with_daemon(first_read.measure, **params)
     if name == "torn_reads":
         return with_daemon(torn_reads.measure, **params)
+    if name == "health":
+        return with_daemon(health.measure, **params)
     if name == "fanout":
         return fanout.measure(bench, workdir, **params)
     if name == "resync":
@@ -253,6 +257,16 @@ def table_rows(results: dict[str, Any]) -> list[dict[str, str]]:
             "its lines", f"{r['expiry_s']:.2f} s", "—",
             f"lease TTL {r['lease_ttl_s']} s + {r['expiry_s'] - r['lease_ttl_s']:.2f} s",
             "≤ TTL + 1 s", r["expiry_s"] <= r["lease_ttl_s"] + 1)
+    if not failed("health", "Health-gated links"):
+        r = results["health"]
+        up, down = r["healthy_to_line"], r.get("unhealthy_to_gone")
+        row(f"Health-gated links (`hostsyncd.health=wait`): the engine's `health_status: "
+            f"healthy` event until the dependent's file has the line, median (p95) of "
+            f"{up['n']}",
+            f"{_ms(up['median'])} ({_ms(up['p95'])})", "— (no health gating)",
+            "unhealthy event until the line is gone: "
+            + (f"{_ms(down['median'])} ({_ms(down['p95'])})" if down else "not measured"),
+            "(report)", None)
     return rows
 
 

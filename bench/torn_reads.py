@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from lib import Bench, alias_ip, hostsyncd, wait_for
+from lib import Bench, alias_ip, run_alone, wait_for
 
 
 class Hammer(threading.Thread):
@@ -89,12 +89,4 @@ def measure(bench: Bench, rewrites: int = 200) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    import json
-    import tempfile
-
-    bench = Bench()
-    try:
-        with hostsyncd(bench, Path(tempfile.mkdtemp())):
-            print(json.dumps(measure(bench, 30), indent=1))
-    finally:
-        bench.cleanup()
+    run_alone(measure, rewrites=30)

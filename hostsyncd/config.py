@@ -77,6 +77,8 @@ class DockerConfig(_Section):
 class LinksConfig(_Section):
     label: str = Field("hostsyncd.links", min_length=1)
     on_target_stop: Literal["remove", "keep"] = "remove"
+    # "wait": a target with a healthcheck gets its lines only while healthy (README).
+    health: Literal["ignore", "wait"] = "ignore"
 
 
 class SyncConfig(_Section):

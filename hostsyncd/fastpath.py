@@ -61,6 +61,7 @@ class Waiting:
     label: str
     # Re-planned dependents that read one file -> that file's plan and transform.
     transform: Callable[[list[DependentPlan]], tuple[FilePlan, Callable[[bytes], bytes]]]
+    health: str = "ignore"  # links.health
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +258,7 @@ class StartFastPath:
     def _write(self, waiting: Waiting, cid: str, endpoints: tuple[Endpoint, ...]) -> None:
         target = waiting.snapshot.by_id[cid]
         plans = replan_started(waiting.snapshot, target, endpoints, waiting.dependents[cid],
-                               waiting.label)
+                               waiting.label, waiting.health)
         by_file: dict[str, list[DependentPlan]] = {}
         for plan in plans:
             if plan.unmanaged is None:

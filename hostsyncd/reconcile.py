@@ -28,7 +28,7 @@ from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.reconcile import Kept, Result, file_block, transform
 from hostsyncd.core.reconcile import reconcile as decide
 from hostsyncd.core.records import published
-from hostsyncd.engine import Engine, EngineEvent
+from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
 from hostsyncd.state import LastWrite
@@ -114,6 +114,9 @@ class Reconciler:
         # The cluster's publish hook, when the cluster is on: this node's records by name.
         self.publisher: Callable[[dict[str, bytes]], None] | None = None
         self._unpublishable: set[str] = set()
+        # Stopped targets whose healthcheck the engine was asked about (see
+        # _learn_healthchecks); forgotten with the container.
+        self._health_asked: set[str] = set()
         self._published_from: Snapshot | None = None
 
     # -- inputs -------------------------------------------------------------------------
@@ -147,6 +150,13 @@ class Reconciler:
                 self.observed.disconnected(event.container_id, event.network_id, now)
                 self._queue(event.container_id, now)
                 need_list = freed = True
+            elif event.action == "health_status":
+                # The event carries the new status; the list would only repeat it, and a
+                # link waiting for health should not wait for a list call too.
+                if event.health:
+                    self.observed.health(event.container_id, event.health, now)
+                else:
+                    need_list = True
             elif event.action in ("die", "destroy"):
                 # Drop the lines now, before the freed address can go to someone else.
                 self.observed.stopped(event.container_id, now)
@@ -232,9 +242,16 @@ class Reconciler:
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
         keep = self.config.links.on_target_stop == "keep"
-        changed = self.observed.take_changes()
-        decided = decide(snapshot, self._applied, self.config.links.label, keep, self.kept,
-                         previous=None if verify_all else self._decided, changed=changed)
+        links = self.config.links
+        decided = decide(snapshot, self._applied, links.label, keep, self.kept, links.health,
+                         previous=None if verify_all else self._decided,
+                         changed=self.observed.take_changes())
+        if self._learn_healthchecks(decided.waiting):
+            # Rare (once per such target): the fast path must know it starts as STARTING.
+            snapshot = self.observed.snapshot()
+            decided = decide(snapshot, self._applied, links.label, keep, self.kept,
+                             links.health, previous=decided,
+                             changed=self.observed.take_changes())
         self._decided = decided
         self._forget(snapshot, decided.files)
         self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
@@ -242,8 +259,8 @@ class Reconciler:
             self.kept = dict(decided.kept)
         self.stopped_targets = set(decided.waiting)
         if self.fastpath is not None:
-            self.fastpath.arm(Waiting(snapshot, dict(decided.waiting), self.config.links.label,
-                                      self._transform_for))
+            self.fastpath.arm(Waiting(snapshot, dict(decided.waiting), links.label,
+                                      self._transform_for, links.health))
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         now = self.clock()
@@ -253,6 +270,28 @@ class Reconciler:
         result = self._apply(chosen, now)
         self._report_decided(decided)
         return result
+
+    def _learn_healthchecks(self, waiting: Mapping[str, list[DependentPlan]]) -> bool:
+        """Ask the engine, once per container, whether a stopped target that a dependent
+        waits for with links.health = "wait" has a healthcheck: one never seen running has
+        no health in the list, and its start would otherwise give a line while it is
+        still starting. True if one was found."""
+        snapshot = self.observed.snapshot()
+        found = False
+        for tid, dependents in waiting.items():
+            target = snapshot.by_id.get(tid)
+            if target is None or target.health or tid in self._health_asked \
+                    or not any(p.health_wait for p in dependents):
+                continue
+            try:
+                has = self.engine.has_healthcheck(tid)
+            except EngineUnavailable:
+                continue  # asked again on the next pass
+            self._health_asked.add(tid)
+            if has:
+                self.observed.healthchecked(tid)
+                found = True
+        return found
 
     def repair(self) -> PassResult:
         """Without a pass: bring the files that are due back to the plans already made."""
@@ -317,6 +356,7 @@ class Reconciler:
             self._fights.pop(stopped, None)
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
+        self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
         for store in (self.kept, self.last_write):
             # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
             for gone in [cid for cid in store if cid not in snapshot.by_id]:
@@ -467,6 +507,8 @@ class Reconciler:
             dep = found.dependent
             fields = {"container_name": dep.name, "container_id": dep.id}
             said = {f"spec:{err.spec}": str(err) for err in found.errors}
+            if found.health_error is not None:
+                said["health"] = found.health_error
             routine = {}
             for skip in decided.skipped.get(cid, ()):
                 (routine if skip.routine else said)[f"link:{skip.spec}"] = skip.message

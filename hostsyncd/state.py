@@ -59,7 +59,9 @@ def dependent_view(plan: DependentPlan, last: LastWrite | None,
             }
             for link in plan.links
         ],
-        "invalid": [str(err) for err in plan.errors],
+        "invalid": [str(err) for err in plan.errors]
+                   + ([plan.health_error] if plan.health_error else []),
+        "health": "wait" if plan.health_wait else "ignore",
         "unmanaged": plan.unmanaged,
         "hosts_file": {"of": plan.hosts_file_owner or dep.name, "shared_with": list(sharers)},
         "last_write": None if last is None else {

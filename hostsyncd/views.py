@@ -40,6 +40,8 @@ def graph_text(plans: Iterable[DependentPlan]) -> str:
             else:
                 out.append(f"  !! {link.spec}  unresolved: {link.problem.value}")
         out += [f"  xx {err}" for err in plan.errors]
+        if plan.health_error:
+            out.append(f"  xx {plan.health_error}")
     return "\n".join(out) + ("\n" if out else "(no dependents)\n")
 
 

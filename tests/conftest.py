@@ -340,16 +340,26 @@ class Containers:
         image: str | None = None,
         cmd: Sequence[str] = ("sleep", "3600"),
         stop_timeout: int | None = 1,
+        health_cmd: str | None = None,
+        health_interval: str = "300ms",
+        create_only: bool = False,
     ) -> str:
-        """`docker run -d`; returns the full name. `args` go before the image.
+        """`docker run -d` (`docker create` with create_only); returns the full name.
+        `args` go before the image.
 
         stop_timeout defaults to 1 s: busybox sleep ignores SIGTERM, and an engine stopping
-        waits that long for each running container.
+        waits that long for each running container. `health_cmd` gives the container a
+        HEALTHCHECK (a shell command) run every `health_interval`, one failure making it
+        unhealthy: `test -f /ok`, toggled with `exec(name, "touch", "/ok")`, is the usual.
         """
         full = self.name(name)
-        argv = ["run", "-d", "--name", full, "--label", f"{OWNER_LABEL}={self.prefix}"]
+        argv = ["create" if create_only else "run", *([] if create_only else ["-d"]),
+                "--name", full, "--label", f"{OWNER_LABEL}={self.prefix}"]
         if stop_timeout is not None:
             argv += ["--stop-timeout", str(stop_timeout)]
+        if health_cmd is not None:
+            argv += ["--health-cmd", health_cmd, "--health-interval", health_interval,
+                     "--health-retries", "1"]
         for key, value in (labels or {}).items():
             argv += ["--label", f"{key}={value}"]
         if network is not None:
@@ -369,6 +379,10 @@ class Containers:
 
     def state(self, name: str) -> str:
         return self.inspect(name)["State"]["Status"]
+
+    def health(self, name: str) -> str:
+        """The healthcheck's status as the engine says it ("" without one)."""
+        return (self.inspect(name)["State"].get("Health") or {}).get("Status", "")
 
     def endpoints(self, name: str) -> dict[str, dict[str, Any]]:
         return self.inspect(name)["NetworkSettings"].get("Networks") or {}
@@ -566,6 +580,7 @@ class DaemonFactory:
         containers_root: str | Path | None = None,
         label: str = LINKS_LABEL,
         on_target_stop: str = "remove",
+        health: str = "ignore",
         resync_interval: float = 60,
         level: str = "debug",
         output: str = "json",
@@ -577,7 +592,7 @@ class DaemonFactory:
                 "url": url or self.engine.host,
                 "containers_root": str(containers_root or self.engine.containers_root),
             },
-            "links": {"label": label, "on_target_stop": on_target_stop},
+            "links": {"label": label, "on_target_stop": on_target_stop, "health": health},
             "sync": {"resync_interval": resync_interval},
             "log": {"level": level, "output": output},
         }

@@ -11,8 +11,22 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import NamedTuple
 
-from hostsyncd.core.links import MAX_LABEL_CHARS, SpecError, is_host_name, parse_links
-from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
+from hostsyncd.core.links import (
+    MAX_LABEL_CHARS,
+    SpecError,
+    health_wait,
+    is_host_name,
+    parse_links,
+)
+from hostsyncd.core.model import (
+    HEALTH_LABEL,
+    HEALTHY,
+    STARTING,
+    Container,
+    Endpoint,
+    HostLine,
+    LinkSpec,
+)
 
 # Docker refuses longer `container:` chains anyway; the bound only guards against cycles.
 _MAX_NETNS_HOPS = 8
@@ -34,6 +48,10 @@ class Problem(Enum):
     NO_CLUSTER = "node/target links need [cluster] enabled"
     BARE_REMOTE = ("not on this host, and a bare name does not reach other nodes "
                    "(cluster.resolve_bare_names); link to it as node/target")
+    # links.health = "wait" (or the dependent's label): the target runs, but its
+    # healthcheck says starting or unhealthy. No line, so the dependent's clients fail fast
+    # instead of connecting to a service that is not ready.
+    WAITING_HEALTH = "waiting for health"
 
 
 # Problems of a target that was there and went: what `on_target_stop = "keep"` papers over.
@@ -77,6 +95,10 @@ class DependentPlan:
     # container:<x>` (a sidecar) the namespace's owner, whose file Docker mounts.
     hosts_file: str = ""
     hosts_file_owner: str = ""  # that container's name
+    # Its links wait for their targets' health (links.health, or its HEALTH_LABEL).
+    health_wait: bool = False
+    # Its HEALTH_LABEL value was invalid: why, and that the config's value is used.
+    health_error: str | None = None
 
     def lines(
         self, keep_stopped: bool = False, kept: Mapping[str, tuple[HostLine, ...]] | None = None
@@ -352,9 +374,11 @@ def _lines_for(endpoint: Endpoint, alias: str, name: str) -> list[HostLine]:
 
 
 def resolve(
-    snapshot: Snapshot, dependent: Container, spec: LinkSpec, mine: frozenset[str] | None = None
+    snapshot: Snapshot, dependent: Container, spec: LinkSpec, mine: frozenset[str] | None = None,
+    wait_health: bool = False,
 ) -> Resolution:
-    """One link of a dependent; `mine` is the dependent's network keys, if already known."""
+    """One link of a dependent; `mine` is the dependent's network keys, if already known.
+    With `wait_health`, a target whose healthcheck is not (yet) healthy gives no line."""
     targets = _targets(snapshot, dependent.compose_project, spec)
     if isinstance(targets, Problem):
         return Resolution(spec, problem=targets)
@@ -371,6 +395,9 @@ def resolve(
     network = ""
     problem: Problem | None = None
     for target in running:
+        if wait_health and target.health and target.health != HEALTHY:
+            problem = Problem.WAITING_HEALTH
+            continue
         owner = netns_owner(snapshot, target)
         if owner is None or not owner.has_address:
             problem = Problem.NOT_RUNNING if owner is not None else Problem.MISSING
@@ -437,14 +464,17 @@ def _labels(containers: Iterable[Container]) -> tuple[str, ...]:
     return tuple(_label(c) for c in containers)
 
 
-def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan | None:
+def plan(snapshot: Snapshot, dependent: Container, label: str,
+         health: str = "ignore") -> DependentPlan | None:
+    """`health`: `links.health`, which the dependent's HEALTH_LABEL may override."""
     value = dependent.labels.get(label)
     if value is None:
         return None
     specs, errors = parsed_label(value)
+    wait, health_error = health_wait(dependent.labels.get(HEALTH_LABEL), health)
     owner = netns_owner(snapshot, dependent)
     mine = network_keys(owner.endpoints) if owner is not None else frozenset()
-    links = tuple(resolve(snapshot, dependent, s, mine) for s in specs)
+    links = tuple(resolve(snapshot, dependent, s, mine, wait) for s in specs)
     unmanaged = None
     if dependent.hosts_mounted or (owner is not None and owner.hosts_mounted):
         unmanaged = UNMANAGED_MOUNT  # a sidecar of such an owner reads the owner's mount
@@ -452,7 +482,8 @@ def plan(snapshot: Snapshot, dependent: Container, label: str) -> DependentPlan 
         unmanaged = UNMANAGED_NO_OWNER
     return DependentPlan(dependent, links, errors, unmanaged,
                          owner.id if owner is not None else dependent.id,
-                         owner.name if owner is not None else dependent.name)
+                         owner.name if owner is not None else dependent.name,
+                         wait, health_error)
 
 
 def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
@@ -531,25 +562,28 @@ def waiting_dependents(
 
 def replan_started(
     snapshot: Snapshot, target: Container, endpoints: tuple[Endpoint, ...],
-    dependents: Iterable[DependentPlan], label: str,
+    dependents: Iterable[DependentPlan], label: str, health: str = "ignore",
 ) -> list[DependentPlan]:
     """The dependents' plans once this stopped target runs with these endpoints, all
-    else as in the snapshot: a start costs the plans of its dependents, not of the fleet."""
-    started = snapshot.replaced(replace(target, state="running", endpoints=endpoints))
+    else as in the snapshot: a start costs the plans of its dependents, not of the fleet.
+    A target with a healthcheck starts as STARTING (the engine resets it on every start)."""
+    started = snapshot.replaced(replace(target, state="running", endpoints=endpoints,
+                                        health=STARTING if target.health else ""))
     out = []
     for old in dependents:
-        new = plan(started, old.dependent, label)
+        new = plan(started, old.dependent, label, health)
         if new is not None:
             out.append(new)
     return out
 
 
-def plan_all(snapshot: Snapshot, label: str, live_only: bool = True) -> dict[str, DependentPlan]:
+def plan_all(snapshot: Snapshot, label: str, live_only: bool = True,
+             health: str = "ignore") -> dict[str, DependentPlan]:
     """Plans for every (live) dependent, by container id."""
     plans = {}
     for container in snapshot:
         if (container.is_live or not live_only) and label in container.labels:
-            found = plan(snapshot, container, label)
+            found = plan(snapshot, container, label, health)
             if found is not None:
                 plans[container.id] = found
     return plans

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hostsyncd.core.model import LinkSpec
+from hostsyncd.core.model import HEALTH_LABEL, LinkSpec
 
 # Longer label values are cut: nobody links a container to thousands of others, and the
 # bound keeps one hostile label from costing the daemon memory or time.
@@ -111,3 +111,24 @@ def parse_links(value: str) -> tuple[tuple[LinkSpec, ...], tuple[SpecError, ...]
         else:
             specs.setdefault(parsed)
     return tuple(specs), tuple(errors)
+
+
+HEALTH_MODES = ("ignore", "wait")
+# How much of a bad health label a message quotes: the value is untrusted and unbounded.
+_MAX_QUOTED = 40
+
+
+def health_wait(value: str | None, default: str) -> tuple[bool, str | None]:
+    """Whether a dependent's links wait for their targets' health: its HEALTH_LABEL value,
+    else `default` (`links.health`). An invalid value falls back to the default, with a
+    message that quotes it cut and escaped (it is the container creator's text)."""
+    if value is None:
+        return default == "wait", None
+    # Only a short value can be valid: a long one is not copied (this runs every pass).
+    mode = value.strip().lower() if len(value) <= _MAX_QUOTED else ""
+    if mode in HEALTH_MODES:
+        return mode == "wait", None
+    shown = value[:_MAX_QUOTED].encode("ascii", "backslashreplace").decode("ascii")
+    shown = repr(shown + ("..." if len(value) > _MAX_QUOTED else ""))
+    return default == "wait", (f"label {HEALTH_LABEL}={shown} is not 'wait' or 'ignore'; "
+                               f"using links.health ({default})")

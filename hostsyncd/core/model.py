@@ -17,6 +17,13 @@ LIVE_STATES = frozenset({"running", "paused", "restarting"})
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+# A dependent's own choice of `links.health` ("wait" or "ignore").
+HEALTH_LABEL = "hostsyncd.health"
+# A target's health while it has a HEALTHCHECK and runs. "" means no healthcheck (or none
+# known): such a target is never held back. A stopped target known to have one is given
+# STARTING, which is what it will be when it starts: the engine sends no event for that.
+STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
+HEALTH_STATES = frozenset({STARTING, HEALTHY, UNHEALTHY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,8 @@ class Container:
     # The container mounts a file of its own on /etc/hosts (`-v FILE:/etc/hosts`): it reads
     # that, never the hosts file the engine keeps for it.
     hosts_mounted: bool = False
+    # The healthcheck's status (HEALTH_STATES), or "" without a healthcheck.
+    health: str = ""
 
     @property
     def has_address(self) -> bool:

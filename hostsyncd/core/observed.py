@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from hostsyncd.core.graph import Snapshot
-from hostsyncd.core.model import Container, Endpoint
+from hostsyncd.core.model import STARTING, Container, Endpoint
 
 # Longer than any lag seen between an event and the list reflecting it, by far.
 OVERRIDE_TTL = 30.0
@@ -30,6 +30,11 @@ class _Override:
     stopped: bool = False
     # network id -> endpoint now, or None once disconnected
     endpoints: dict[str, Endpoint | None] = field(default_factory=dict)
+    # The last `health_status` event's status; "" if none since the last stop.
+    health: str = ""
+    # Stopped since the list: a healthcheck starts over (STARTING) with the next start, and
+    # the engine sends no event for that.
+    health_reset: bool = False
 
 
 class ObservedState:
@@ -44,6 +49,11 @@ class ObservedState:
         # `take_changes`; None: unknown (nothing built yet), so everything.
         self._stale: set[str] | None = None
         self._changes: set[str] | None = None
+        # Containers seen with a healthcheck, with their last health: the list shows health
+        # only while a container runs and is not paused. A stopped one is STARTING (what it
+        # will be when it starts), a paused one keeps its last. A container's healthcheck
+        # is fixed at create; this holds only listed containers.
+        self._healthchecked: dict[str, str] = {}
 
     def cluster(self, node: str | None, remote: tuple[Container, ...],
                 bare_names: bool = False) -> bool:
@@ -68,6 +78,14 @@ class ObservedState:
                 changed.add(c.id)
             listed[c.id] = c
         changed.update(cid for cid in before if cid not in listed)
+        known = self._healthchecked
+        self._healthchecked = {
+            c.id: c.health or (known[c.id] if c.has_address else STARTING)
+            for c in containers if c.health or c.id in known
+        }
+        changed.update(cid for cid, health in self._healthchecked.items()
+                       if known.get(cid) != health)
+        changed.update(cid for cid in known if cid not in self._healthchecked)
         for cid, override in list(self._overrides.items()):
             if now - override.since > OVERRIDE_TTL or _agrees(listed.get(cid), override):
                 del self._overrides[cid]
@@ -87,6 +105,19 @@ class ObservedState:
         override.name = name or override.name
         override.endpoints[endpoint.network_id] = endpoint
 
+    def health(self, container_id: str, status: str, now: float) -> None:
+        """A `health_status` event: the engine's newest word on the healthcheck."""
+        override = self._override(container_id, now)
+        override.health = status
+        override.health_reset = False
+        self._healthchecked[container_id] = status
+
+    def healthchecked(self, container_id: str) -> None:
+        """The engine says this (stopped) container has a healthcheck."""
+        if container_id not in self._healthchecked:
+            self._healthchecked[container_id] = STARTING
+            self._touch({container_id})
+
     def disconnected(self, container_id: str, network_id: str, now: float) -> None:
         self._override(container_id, now).endpoints[network_id] = None
 
@@ -95,6 +126,9 @@ class ObservedState:
         override = self._override(container_id, now)
         override.stopped = True
         override.endpoints.clear()
+        override.health, override.health_reset = "", True
+        if container_id in self._healthchecked:
+            self._healthchecked[container_id] = STARTING
 
     def _override(self, container_id: str, now: float) -> _Override:
         self._touch({container_id})
@@ -122,8 +156,8 @@ class ObservedState:
             for cid, override in self._overrides.items():
                 merged[cid] = _apply(merged.get(cid), cid, override)
             self._snapshot = Snapshot(
-                (c for c in merged.values() if c is not None), self._remote, self._node,
-                self._bare_names,
+                (self._with_health(c) for c in merged.values() if c is not None),
+                self._remote, self._node, self._bare_names,
             )
             # Built from scratch: whatever dropped the last one, the decider plans all.
             self._changes = None
@@ -135,11 +169,22 @@ class ObservedState:
     def _merged(self, cid: str) -> Container | None:
         override = self._overrides.get(cid)
         listed = self._listed.get(cid)
-        return _apply(listed, cid, override) if override is not None else listed
+        found = _apply(listed, cid, override) if override is not None else listed
+        return self._with_health(found) if found is not None else None
+
+    def _with_health(self, container: Container) -> Container:
+        known = self._healthchecked.get(container.id)
+        if container.health or known is None:
+            return container
+        return replace(container, health=known)
 
 
 def _apply(listed: Container | None, cid: str, override: _Override) -> Container:
     base = listed or Container(id=cid, name=override.name or cid[:12], state="created")
+    if override.health:
+        base = replace(base, health=override.health)
+    elif override.health_reset and base.health:
+        base = replace(base, health=STARTING)
     if override.stopped:
         state = "exited" if base.state in ("running", "paused", "restarting") else base.state
         # Its addresses are gone, its networks not: the start fast path asks those networks
@@ -160,6 +205,11 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
 
 
 def _agrees(listed: Container | None, override: _Override) -> bool:
+    # Only a list that shows health can contradict a health event; a stopped or paused
+    # container's shows none (what is known of it is kept in _healthchecked).
+    if override.health and listed is not None and listed.health \
+            and listed.health != override.health:
+        return False
     if override.stopped:
         return listed is None or not listed.has_address
     if listed is None or not listed.has_address:

@@ -105,6 +105,15 @@ def test_on_target_stop_values(tmp_path: Path, value: str) -> None:
     assert cfg.links.on_target_stop == value
 
 
+@pytest.mark.parametrize("value", ["ignore", "wait"])
+def test_links_health_values(tmp_path: Path, value: str) -> None:
+    assert load(write(tmp_path, f'[links]\nhealth = "{value}"\n')).links.health == value
+
+
+def test_links_health_defaults_to_ignore(tmp_path: Path) -> None:
+    assert load(write(tmp_path, "[links]\n")).links.health == "ignore"
+
+
 @pytest.mark.parametrize("value", ["debug", "info", "warning", "error"])
 def test_log_levels(tmp_path: Path, value: str) -> None:
     assert load(write(tmp_path, f'[log]\nlevel = "{value}"\n')).log.level == value
@@ -140,6 +149,8 @@ def test_unknown_keys_are_rejected_and_named(tmp_path: Path, text: str, key: str
         ('[docker]\ncontainers_root = "relative/path"\n', "docker.containers_root"),
         ('[links]\non_target_stop = "later"\n', "links.on_target_stop"),
         ('[links]\non_target_stop = "KEEP"\n', "links.on_target_stop"),
+        ('[links]\nhealth = "healthy"\n', "links.health"),
+        ("[links]\nhealth = true\n", "links.health"),
         ('[links]\nlabel = ""\n', "links.label"),
         ("[sync]\nresync_interval = 0\n", "sync.resync_interval"),
         ("[sync]\nresync_interval = -5\n", "sync.resync_interval"),

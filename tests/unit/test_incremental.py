@@ -36,15 +36,18 @@ def _container(draw: st.DrawFn, name: str, generation: int) -> Container:
     mode = draw(st.sampled_from(["", "", "", "container:a", "container:b",
                                  f"container:{cid('c:0')}"]))
     compose = draw(st.sampled_from([None, None, "web", "db"]))
+    own_health = draw(st.sampled_from([None, None, "wait", "ignore", "bogus"]))
     found = ctr(name, *([] if mode else endpoints),
                 state="running" if running else "exited", links=links,
                 project="p" if compose else None, service=compose,
-                network_mode=mode if mode != f"container:{name}" else "")
+                network_mode=mode if mode != f"container:{name}" else "",
+                labels={"hostsyncd.health": own_health} if own_health else None)
     # A recreated container keeps its name but gets a new id.
     return Container(id=cid(f"{name}:{generation}"), name=found.name, state=found.state,
                      labels=found.labels, network_mode=found.network_mode,
                      endpoints=found.endpoints,
-                     hosts_mounted=draw(st.sampled_from([False, False, False, True])))
+                     hosts_mounted=draw(st.sampled_from([False, False, False, True])),
+                     health=draw(st.sampled_from(["", "", "healthy", "starting", "unhealthy"])))
 
 
 @st.composite
@@ -62,7 +65,8 @@ def _histories(draw: st.DrawFn) -> list[list[Container]]:
             if new not in world:
                 old = world.pop(name)
                 world[new] = Container(old.id, new, old.state, old.labels, old.network_mode,
-                                       old.endpoints, hosts_mounted=old.hosts_mounted)
+                                       old.endpoints, hosts_mounted=old.hosts_mounted,
+                                       health=old.health)
         else:
             if action == "recreate" or name not in world:
                 generations[name] += 1
@@ -88,17 +92,18 @@ def _waiting(waiting: Mapping[str, list]) -> dict[str, list[str]]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(_histories(), st.booleans())
+@given(_histories(), st.booleans(), st.sampled_from(["ignore", "wait"]))
 def test_incremental_decides_what_a_full_pass_decides(history: list[list[Container]],
-                                                      keep: bool) -> None:
+                                                      keep: bool, health: str) -> None:
     current: dict[str, bytes] = {}
     kept_full: Mapping = {}
     previous = None
     for containers in history:
         snapshot = Snapshot(containers)
-        full = reconcile(snapshot, current, LINKS, keep, kept_full)
+        full = reconcile(snapshot, current, LINKS, keep, kept_full, health)
         inc = reconcile(snapshot, current, LINKS, keep,
-                        previous.kept if previous is not None else {}, previous=previous)
+                        previous.kept if previous is not None else {}, health,
+                        previous=previous)
         _same(full, inc)
         # Every file the full pass would write that the incremental one did not must
         # already hold its block: nothing is left unwritten.
@@ -150,7 +155,8 @@ def test_nothing_changed_writes_nothing() -> None:
 # -- the observed state: the snapshot it updates is the one it would build ----------------
 
 _events = st.lists(st.tuples(
-    st.sampled_from(["list", "connect", "disconnect", "stop", "forget"]),
+    st.sampled_from(["list", "connect", "disconnect", "stop", "forget", "health",
+                     "healthchecked"]),
     st.sampled_from(NAMES), st.integers(2, 9)), max_size=12)
 
 
@@ -185,6 +191,10 @@ def test_observed_updates_its_snapshot_as_it_would_build_it(
                 each.stopped(target.id, float(now))
             elif kind == "forget":
                 each.forget_events()
+            elif kind == "health":
+                each.health(target.id, "healthy" if host % 2 else "unhealthy", float(now))
+            elif kind == "healthchecked":
+                each.healthchecked(target.id)
         after = observed.snapshot()
         changes = observed.take_changes()
         twin._snapshot = None
