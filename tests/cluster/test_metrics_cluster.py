@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from integration.test_metrics import read_metrics, value
+from integration.util import read_metrics, value
 
 pytestmark = pytest.mark.engine
 

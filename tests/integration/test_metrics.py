@@ -7,24 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from .util import block_is, line
+from .util import block_is, line, read_metrics, value
 
 pytestmark = pytest.mark.engine
-
-
-def read_metrics(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """{(sample name, sorted labels): value}; fails on a file that does not parse."""
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(path.read_text())
-        for s in family.samples
-    }
-
-
-def value(m: dict, name: str, **labels: str) -> float:
-    return m[(name, tuple(sorted(labels.items())))]
 
 
 def writes(m: dict) -> float:
