@@ -239,9 +239,12 @@ class TextfileWriter:
         self._collector.readings = readings
         try:
             self._write(self.path, self.registry)
-        except OSError as exc:
-            self.failure = (f"cannot write metrics.textfile {self.path}: "
-                            f"{exc.strerror or exc}; retrying")
+        except Exception as exc:  # noqa: BLE001 - the thread must live on: it is retried
+            # An OSError is the disk's (full, a missing directory); anything else would be
+            # a bug here, said the same way rather than ending the metrics for good.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
+                f"{type(exc).__name__}: {exc}"
+            self.failure = f"cannot write metrics.textfile {self.path}: {reason}; retrying"
             self._backoff = min(max(self._backoff * 2, FIRST_BACKOFF), MAX_BACKOFF)
             return False
         self.failure = None

@@ -438,3 +438,26 @@ def test_stop_does_not_wait_for_a_hung_disk(tmp_path: Path) -> None:
     writer.stop(_readings(), timeout=0.3)
     assert time.monotonic() - started < 1.5
     release.set()
+
+
+def test_a_bug_while_rendering_is_a_failure_and_the_thread_lives_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "FIRST_BACKOFF", 0.05)
+    calls: list[int] = []
+
+    def broken_once(path: Path, registry: CollectorRegistry) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise TypeError("a bug")
+        write_textfile(path, registry)
+
+    path = tmp_path / "hostsyncd.prom"
+    writer = TextfileWriter(path, write=broken_once)
+    assert not writer.write(_readings())
+    assert writer.failure is not None and "TypeError: a bug" in writer.failure
+    writer.start()
+    writer.publish(_readings(dependents=5))
+    writer.stop(_readings(dependents=6), timeout=5)
+    assert writer.failure is None
+    assert _parse(path)["hostsyncd_dependents"][("hostsyncd_dependents", ())] == 6
