@@ -304,6 +304,11 @@ class Cluster:
         with self._lock:
             return self._view.problems()
 
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._health.connected
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             health = self._health

@@ -96,6 +96,28 @@ class DaemonConfig(_Section):
     state_file: AbsolutePath = Path("/run/hostsyncd/state.json")
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics, as a node_exporter textfile (README: "Metrics")."""
+
+    # "" is off. node_exporter's textfile collector reads only files named *.prom, in the
+    # directory given by its --collector.textfile.directory.
+    textfile: str = ""
+    interval: float = Field(15.0, ge=1, le=3600)
+
+    @field_validator("textfile")
+    @classmethod
+    def _prom_path(cls, textfile: str) -> str:
+        if not textfile:
+            return textfile
+        path = Path(textfile)
+        if not path.is_absolute():
+            raise ValueError("must be an absolute path, or \"\" for no metrics")
+        if path.suffix != ".prom" or path.name == ".prom":
+            raise ValueError("must end in .prom: node_exporter's textfile collector reads "
+                             "no other file")
+        return textfile
+
+
 def _host_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
@@ -191,6 +213,7 @@ class Config(_Section):
     sync: SyncConfig = SyncConfig()
     log: LogConfig = LogConfig()
     cluster: ClusterConfig = ClusterConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def default_path() -> Path:

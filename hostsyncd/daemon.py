@@ -1,7 +1,8 @@
 """Wiring: the event thread, the file watcher, signals, sd_notify, and the loop that decides
 *when* to reconcile. All the deciding of *what* lives in the reconciler and the core.
 
-Imports: _notify, cluster, config, engine, fastpath, log, reconcile, state, watcher, writer.
+Imports: _notify, cluster, config, engine, fastpath, log, metrics, reconcile, state,
+watcher, writer.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hostsyncd import log as hlog
@@ -32,6 +34,7 @@ from hostsyncd.engine import (
     NetworkProbe,
 )
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
+from hostsyncd.metrics import Readings, TextfileWriter, link_states
 from hostsyncd.reconcile import Reconciler
 from hostsyncd.watcher import Drift, HostsWatcher
 from hostsyncd.writer import HostsWriter
@@ -43,6 +46,9 @@ ERROR_REPEAT_INTERVAL = 60.0
 # How many kinds of unexpected error are remembered for that (their text may name
 # containers, so the memory of them is bounded too).
 ERROR_KINDS = 64
+# Seconds the metrics textfile's last write may take at a stop before the daemon exits
+# without it (a hung disk must not hold up the stop; systemd would kill us anyway).
+METRICS_STOP_TIMEOUT = 2.0
 
 
 class Signal(Enum):
@@ -92,6 +98,8 @@ class Daemon:
         self._watcher: HostsWatcher | None = None
         self.fastpath: StartFastPath | None = None
         self.cluster: Cluster | None = None
+        self.metrics: TextfileWriter | None = None
+        self._next_metrics = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -114,6 +122,9 @@ class Daemon:
         self._load_kept()
         if self.config.cluster.enabled:
             self._start_cluster()
+        if self.config.metrics.textfile:
+            self.metrics = TextfileWriter(Path(self.config.metrics.textfile))
+            self.metrics.start()
         self.fastpath.start()
         watcher.start()
         reader.start()
@@ -121,6 +132,9 @@ class Daemon:
             self._loop()
         finally:
             self.notifier.stopping()
+            if self.metrics is not None:
+                # Once more at the stop, so the file holds this run's final counts.
+                self.metrics.stop(self.readings(), METRICS_STOP_TIMEOUT)
             reader.stop()
             watcher.stop()
             self.fastpath.stop()
@@ -213,6 +227,8 @@ class Daemon:
                   else float("inf"))
         if self._state_dirty:
             due = min(due, self._next_state)
+        if self.metrics is not None:
+            due = min(due, self._next_metrics)
         if self.reconciler.retry_due is not None:
             due = min(due, self.reconciler.retry_due)
         batch: list[Hint] = []
@@ -267,14 +283,17 @@ class Daemon:
         # own hosts file, and that must not read as Docker starting it.
         need_list, freed = self.reconciler.apply_events(events) if events else (False, False)
         self.reconciler.drifted(drifted)
+        # Propagation is timed from the oldest event of the batch (stats.py).
+        since = min((event.received for event in events), default=None)
         if resync:
-            self._full_resync()
+            self._full_resync(since)
         elif events or early or remote_changed:
             if need_list and self.engine_link.connected:
                 if freed:
-                    self.reconciler.reconcile()  # the freed address out first, then the list
+                    # The freed address out first, then the list.
+                    self.reconciler.reconcile(since=since)
                 self.reconciler.refresh()
-            self.reconciler.reconcile()
+            self.reconciler.reconcile(since=since)
         else:
             # File writes, a retry, or the cluster's health alone: no engine fact changed,
             # so the plans stand. Only the files that are due are looked at.
@@ -283,12 +302,12 @@ class Daemon:
             self.reconciler.forged(found)
         self._state_dirty = True
 
-    def _full_resync(self) -> None:
+    def _full_resync(self, since: float | None = None) -> None:
         wall, cpu, calls = time.perf_counter(), time.process_time(), self.reconciler.engine.calls
         if self._watcher is not None:
             self._watcher.overflow_handled()  # this resync covers whatever was lost
         self.reconciler.refresh()
-        result = self.reconciler.reconcile(verify_all=True)
+        result = self.reconciler.reconcile(verify_all=True, since=since)
         self._next_resync = time.monotonic() + self.config.sync.resync_interval
         self.reconciler.problems.clear("engine", "call")
         self.resyncs += 1
@@ -322,6 +341,32 @@ class Daemon:
             self._next_ping = now + interval
         if self._state_dirty and now >= self._next_state:
             self._write_state()
+        if self.metrics is not None and now >= self._next_metrics:
+            self._publish_metrics(self.metrics)
+            self._next_metrics = now + self.config.metrics.interval
+
+    def _publish_metrics(self, metrics: TextfileWriter) -> None:
+        """Hand the writer's thread the latest readings, and say (once) whether its last
+        write failed: it retries on its own, with backoff."""
+        if metrics.failure is not None:
+            self.reconciler.problems.add("metrics", "write", metrics.failure, level="error",
+                                         path=str(metrics.path))
+        else:
+            self.reconciler.problems.clear("metrics", "write", path=str(metrics.path))
+        metrics.publish(self.readings())
+
+    def readings(self) -> Readings:
+        """What the metrics say now: a copy of the counts, and the state they describe."""
+        rec = self.reconciler
+        return Readings(
+            stats=rec.stats.copy(),
+            dependents=len(rec.plans),
+            links=link_states(rec.plans.values()),
+            problems=rec.problems.counts(),
+            engine_up=self.engine_link.connected,
+            cluster_up=None if self.cluster is None else self.cluster.connected,
+            started=self.started,
+        )
 
     def _write_state(self) -> None:
         self._state_dirty = False
@@ -403,7 +448,7 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("config reload failed; keeping the running config", error=str(exc))
         else:
-            for section in ("docker", "cluster"):
+            for section in ("docker", "cluster", "metrics"):
                 if getattr(new, section) != getattr(self.config, section):
                     self.log.warning(f"[{section}] changes take effect after a restart")
                     new = new.model_copy(update={section: getattr(self.config, section)})

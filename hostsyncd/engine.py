@@ -16,6 +16,7 @@ import queue
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -59,6 +60,9 @@ class EngineEvent:
     member_name: str = ""
     # A `health_status` event's status (one of HEALTH_STATES), else "".
     health: str = ""
+    # time.monotonic() when it was read off the stream: where propagation is timed from
+    # (not time_nano, the engine's clock, which may be another host's).
+    received: float = 0.0
 
     @property
     def container_name(self) -> str:
@@ -139,7 +143,7 @@ class EventStream:
         for raw in self._stream:
             event = event_from_raw(raw)
             if event is not None:
-                yield event
+                yield replace(event, received=time.monotonic())
 
     def close(self) -> None:
         # Closing the response from another thread is what unblocks the reading thread;

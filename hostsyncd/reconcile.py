@@ -10,7 +10,7 @@ Every field logged or kept about a write carries only lines hostsyncd rendered, 
 MAX_FIELD_BYTES, plus a count of whatever else was removed: the file is the container's,
 and nothing it writes is copied into logs, the state file or memory.
 
-Imports: config, core, engine, fastpath, problems, state, watcher, writer.
+Imports: config, core, engine, fastpath, problems, state, stats, watcher, writer.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
 from hostsyncd.state import LastWrite
+from hostsyncd.stats import PassKind, Stats, WriteKind
 from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
@@ -91,8 +92,8 @@ class Reconciler:
         self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
         self.problems = ProblemLog(log)
-        self.writes = 0
-        self.write_errors = 0
+        # What the work came to, by kind: for the state file's counts and for metrics.py.
+        self.stats = Stats()
         # The block each file was last written or found with.
         self._applied: dict[str, bytes] = {}
         self.blocks: Mapping[str, bytes] = {}  # the block each file should hold
@@ -132,6 +133,7 @@ class Reconciler:
         need_list = freed = False
         for event in events:
             now = self.clock()
+            self.stats.events += 1
             self.log.debug("engine event", type=event.type, action=event.action,
                            container_id=event.container_id)
             if event.type == "network" and event.action == "connect":
@@ -196,7 +198,7 @@ class Reconciler:
         for write in early.writes:
             self._queue(write.file.owner, now)
             if write.result.changed:
-                self.writes += 1
+                self.stats.writes[WriteKind.FASTPATH] += 1
             self._report_write(write.file, write.result, [])
 
     def forged(self, found: ForgedEntry) -> None:
@@ -234,10 +236,23 @@ class Reconciler:
 
     # -- the pass -----------------------------------------------------------------------
 
-    def reconcile(self, verify_all: bool = False) -> PassResult:
+    @property
+    def writes(self) -> int:
+        return sum(self.stats.writes.values())
+
+    @property
+    def write_errors(self) -> int:
+        return sum(self.stats.write_errors.values())
+
+    def reconcile(self, verify_all: bool = False, since: float | None = None) -> PassResult:
         """Re-plan the dependents the snapshot's changes touch (every one with
         verify_all, the resync's full pass); write those whose plan changed and those
-        that are due (all of them with verify_all)."""
+        that are due (all of them with verify_all). `since`: when the oldest engine
+        event this pass follows was read (the clock's time), to time how long its change
+        took to reach the files. With several events in one batch that is an upper bound
+        for the later ones: the batch is one pass, and which event a write follows from is
+        not tracked."""
+        started = self.clock()
         snapshot = self.observed.snapshot()
         if self.publisher is not None:
             self._publish(snapshot)  # first: another host is waiting for it
@@ -267,8 +282,10 @@ class Reconciler:
         due = {fid for fid, when in self._due.items() if when <= now}
         chosen = list(decided.files) if verify_all else \
             list(dict.fromkeys([*decided.writes, *(fid for fid in due if fid in decided.files)]))
-        result = self._apply(chosen, now)
+        result = self._apply(chosen, now, since)
         self._report_decided(decided)
+        self.stats.passes[PassKind.FULL if verify_all else PassKind.EVENTS] += 1
+        self.stats.pass_seconds.observe(self.clock() - started)
         return result
 
     def _learn_healthchecks(self, waiting: Mapping[str, list[DependentPlan]]) -> bool:
@@ -298,7 +315,7 @@ class Reconciler:
         now = self.clock()
         return self._apply([cid for cid, due in self._due.items() if due <= now], now)
 
-    def _apply(self, chosen: list[str], now: float) -> PassResult:
+    def _apply(self, chosen: list[str], now: float, since: float | None = None) -> PassResult:
         result = PassResult()
         reports: list[Callable[[], None]] = []
         fighting = self._fighting_now()
@@ -315,6 +332,11 @@ class Reconciler:
                 self._drifted.add(cid)  # a race retry of a repair is still a repair
             if outcome is True:
                 result.written += 1
+                # A block that was already applied and written again was put back after
+                # someone else's write (seen by the watcher, or at a resync).
+                self.stats.writes[WriteKind.UPDATE if changed else WriteKind.REPAIR] += 1
+                if changed and since is not None:
+                    self.stats.propagation_seconds.observe(self.clock() - since)
                 if drifted and not changed:
                     self._count_repair(plan, now, reports)
             elif outcome is False and drifted and self._fighting(cid):
@@ -419,7 +441,7 @@ class Reconciler:
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:
-            self.write_errors += 1
+            self.stats.write_errors[exc.kind] += 1
             reason = exc.reason
             reports.append(lambda: self.problems.add(
                 f"{fid}/file", "write", reason, level="error", **fields))
@@ -434,7 +456,6 @@ class Reconciler:
             self._races.pop(fid, None)
             self._applied[fid] = block
         if result.changed:
-            self.writes += 1
             return True
         return None if result.raced else False
 

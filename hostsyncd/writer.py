@@ -6,7 +6,7 @@ with newlines (ignored by resolvers); then the bytes that differ are written ove
 ones, padded with newlines to the old length; only then is the file truncated. A reader
 therefore never sees an empty file or one that ends early.
 
-Imports: nothing.
+Imports: stats. (The kinds of failure it counts.)
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from hostsyncd.stats import WriteFailure
+
 HOSTS_FILE = "hosts"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _FALLOC_FL_KEEP_SIZE = 1
@@ -30,13 +32,16 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class HostsFileError(Exception):
-    """A hosts file that can't be read or written; `reason` is fit for a log line."""
+    """A hosts file that can't be read or written; `reason` is fit for a log line, `kind`
+    for a count (metrics)."""
 
-    def __init__(self, container_id: str, reason: str, err: int | None = None) -> None:
+    def __init__(self, container_id: str, reason: str, err: int | None = None,
+                 kind: WriteFailure = WriteFailure.IO) -> None:
         super().__init__(f"{reason} ({container_id[:12]})")
         self.container_id = container_id
         self.reason = reason
         self.errno = err
+        self.kind = kind
 
 
 class HostsFileGone(HostsFileError):
@@ -141,7 +146,8 @@ class HostsWriter:
 
     def _open(self, container_id: str, mode: int) -> int:
         if not _CONTAINER_ID.fullmatch(container_id):
-            raise HostsFileError(container_id, "container id is not 64 hex digits")
+            raise HostsFileError(container_id, "container id is not 64 hex digits",
+                                 kind=WriteFailure.REFUSED)
         flags = os.O_CLOEXEC | os.O_NOFOLLOW
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -160,16 +166,17 @@ class HostsWriter:
             raise HostsFileGone(container_id, "no hosts file", errno.ENOENT) from None
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                reason = "refusing a symlink in the hosts file path"
+                reason, kind = "refusing a symlink in the hosts file path", WriteFailure.REFUSED
             else:
-                reason = f"cannot open hosts file: {exc.strerror}"
-            raise HostsFileError(container_id, reason, exc.errno) from None
+                reason, kind = f"cannot open hosts file: {exc.strerror}", _failure(exc.errno)
+            raise HostsFileError(container_id, reason, exc.errno, kind) from None
         finally:
             os.close(root_fd)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             os.close(fd)
-            raise HostsFileError(container_id, "hosts file is not a plain, singly linked file")
+            raise HostsFileError(container_id, "hosts file is not a plain, singly linked file",
+                                 kind=WriteFailure.REFUSED)
         return fd
 
     def _read_bounded(self, fd: int, container_id: str) -> bytes:
@@ -183,7 +190,8 @@ class HostsWriter:
             size += len(chunk)
         if size > self.max_bytes:
             raise HostsFileError(
-                container_id, f"hosts file larger than {self.max_bytes} bytes; left alone"
+                container_id, f"hosts file larger than {self.max_bytes} bytes; left alone",
+                kind=WriteFailure.TOO_LARGE,
             )
         return b"".join(chunks)
 
@@ -207,7 +215,8 @@ class HostsWriter:
                 self._overwrite(fd, before, after)
         except OSError as exc:
             _restore(fd, before)
-            raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno) from None
+            raise HostsFileError(container_id, f"write failed: {exc.strerror}", exc.errno,
+                                 _failure(exc.errno)) from None
 
     def _overwrite(self, fd: int, before: bytes, after: bytes) -> None:
         current = before
@@ -221,6 +230,10 @@ class HostsWriter:
         _pwrite_all(fd, padded[start:end], start)
         if len(padded) > len(after):
             os.ftruncate(fd, len(after))
+
+
+def _failure(err: int | None) -> WriteFailure:
+    return WriteFailure.NO_SPACE if err in (errno.ENOSPC, errno.EDQUOT) else WriteFailure.IO
 
 
 def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:

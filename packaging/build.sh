@@ -256,6 +256,8 @@ build_deb_in_root() {
     mkdir -p "$stage/usr/bin"
     ln -s /opt/hostsyncd/bin/hostsyncd "$stage/usr/bin/hostsyncd"
     install -D -m 0644 packaging/debian/copyright "$stage/usr/share/doc/hostsyncd/copyright"
+    install -D -m 0644 systemd/hostsyncd.service.d/metrics.conf.example \
+        "$stage/usr/share/doc/hostsyncd/examples/metrics.conf"
     gzip -9n <README.md >"$stage/usr/share/doc/hostsyncd/README.md.gz"
 
     find "$stage" -type d -exec chmod 0755 {} +

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 LINKS = "hostsyncd.links"
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -100,3 +102,16 @@ def reports_about(logs: Iterable[dict[str, Any]], container: str, needle: str) -
         and str(e.get("level", "")).lower() != "debug"
         and mentions(e, needle)
     ]
+
+
+def read_metrics(path: Path) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """{(sample name, sorted labels): value}; fails on a file that does not parse."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(path.read_text())
+        for s in family.samples
+    }
+
+
+def value(m: dict, name: str, **labels: str) -> float:
+    return m[(name, tuple(sorted(labels.items())))]

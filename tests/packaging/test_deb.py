@@ -104,6 +104,10 @@ def test_contents(built: Built, tmp_path: Path):
     listing = run(tool("dpkg-deb"), "--contents", built.deb).stdout
     assert re.search(r"^-rw------- root/root .* \./etc/hostsyncd/config\.toml$", listing,
                      re.MULTILINE), listing
+    # The unit's drop-in for [metrics] textfile, for the operator to copy (README: Metrics).
+    assert (tree / "usr/share/doc/hostsyncd/examples/metrics.conf").read_bytes() == (
+        REPO / "systemd/hostsyncd.service.d/metrics.conf.example"
+    ).read_bytes()
     assert os.readlink(tree / "usr/bin/hostsyncd") == "/opt/hostsyncd/bin/hostsyncd"
     assert (tree / "opt/hostsyncd/bin/hostsyncd").read_text().startswith(
         "#!/opt/hostsyncd/bin/python\n"
@@ -181,7 +185,8 @@ def test_no_files_outside_the_package(install: Built):
     keep /opt/hostsyncd from being removed."""
     run(BIN, "--version")
     run(BIN, "check-config", CONFIG)
-    # Everything `run` imports (docker, structlog, pydantic, systemd-python), without
+    # Everything `run` imports (docker, structlog, pydantic, systemd-python,
+    # prometheus_client through hostsyncd.metrics), without
     # running anything against an engine.
     run(VENV / "bin/python", "-c", "import hostsyncd.cli, hostsyncd.daemon, hostsyncd.log")
     listed = set(run(tool("dpkg"), "-L", PACKAGE).stdout.split())

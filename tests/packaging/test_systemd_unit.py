@@ -11,6 +11,7 @@ from pathlib import Path
 from hsd_pkgtest import UNIT, comment_text, parse_unit, run, tool
 
 MAX_EXPOSURE = 2.0
+METRICS_DROP_IN = UNIT.parent / "hostsyncd.service.d" / "metrics.conf.example"
 EXEC_START = "/usr/bin/hostsyncd run --config /etc/hostsyncd/config.toml"
 
 
@@ -60,22 +61,46 @@ def test_sandbox_core():
     assert last(service, "NoNewPrivileges") == "yes"
 
 
-def test_systemd_analyze_verify(tmp_path: Path):
-    # `verify` fails when ExecStart's program does not exist, and /usr/bin/hostsyncd exists
-    # only once the package is installed. So this checks a copy whose ExecStart runs the
-    # same entry point from the project venv; everything else is byte for byte the same.
-    # (tests/packaging/test_deb.py verifies the installed unit as shipped, too.)
-    analyze = tool("systemd-analyze")
+def verifiable_copy(directory: Path) -> Path:
+    """The unit in `directory`, its ExecStart running the project venv's entry point.
+
+    `verify` fails when ExecStart's program does not exist, and /usr/bin/hostsyncd exists
+    only once the package is installed; everything else is byte for byte the same.
+    (tests/packaging/test_deb.py verifies the installed unit as shipped, too.)"""
     entry_point = Path(sys.executable).with_name("hostsyncd")
     assert entry_point.is_file(), f"{entry_point} missing: run 'make venv'"
     text = UNIT.read_text()
     assert text.count(f"ExecStart={EXEC_START}\n") == 1
-    copy = tmp_path / "hostsyncd.service"
+    copy = directory / "hostsyncd.service"
     copy.write_text(text.replace("ExecStart=/usr/bin/hostsyncd ", f"ExecStart={entry_point} "))
-    proc = run(analyze, "verify", copy, check=False)
-    assert proc.returncode == 0 and not proc.stderr.strip() and not proc.stdout.strip(), (
-        proc.stdout + proc.stderr
-    )
+    return copy
+
+
+def verify(unit_file: Path) -> str:
+    """What `systemd-analyze verify` says about it ("" when it has nothing to say)."""
+    proc = run(tool("systemd-analyze"), "verify", unit_file, check=False)
+    return (proc.stdout + proc.stderr).strip() + ("" if proc.returncode == 0 else " (failed)")
+
+
+def test_systemd_analyze_verify(tmp_path: Path):
+    assert verify(verifiable_copy(tmp_path)) == ""
+
+
+def test_metrics_drop_in_example_opens_only_the_textfile_directory(tmp_path: Path):
+    # systemd reads <unit>.d/*.conf beside a unit file given by path, as it would from
+    # /etc/systemd/system/hostsyncd.service.d/.
+    text = METRICS_DROP_IN.read_text()
+    assert parse_unit(text) == {
+        "Service": {"ReadWritePaths": ["-/var/lib/prometheus/node-exporter"]}}
+    unit_file = verifiable_copy(tmp_path)
+    drop_ins = tmp_path / "hostsyncd.service.d"
+    drop_ins.mkdir()
+    (drop_ins / "metrics.conf").write_text(text)
+    assert verify(unit_file) == ""
+    assert _exposure(security(unit_file)) <= MAX_EXPOSURE
+    # The checks above would pass vacuously if the drop-in were not read.
+    (drop_ins / "metrics.conf").write_text(text.replace("ReadWritePaths=", "ReadWritePath="))
+    assert "ReadWritePath" in verify(unit_file)
 
 
 def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path):
@@ -87,24 +112,27 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path):
     assert "ProtectSystm" in proc.stderr
 
 
-def security(*extra: str) -> str:
+def security(unit_file: Path = UNIT, *extra: str) -> str:
     analyze = tool("systemd-analyze")
-    return run(analyze, "security", "--offline=true", "--no-pager", *extra, UNIT).stdout
+    return run(analyze, "security", "--offline=true", "--no-pager", *extra, unit_file).stdout
+
+
+def _exposure(out: str) -> float:
+    match = re.search(r"Overall exposure level for hostsyncd\.service: (\d+\.\d+)", out)
+    assert match, out
+    print(f"exposure {match.group(1)}")
+    return float(match.group(1))
 
 
 def test_exposure_within_target():
     out = security()
-    match = re.search(r"Overall exposure level for hostsyncd\.service: (\d+\.\d+)", out)
-    assert match, out
-    exposure = float(match.group(1))
-    print(f"exposure {exposure}")
-    assert exposure <= MAX_EXPOSURE, out
+    assert _exposure(out) <= MAX_EXPOSURE, out
 
 
 def test_every_unset_hardening_item_is_explained():
     """Each item `systemd-analyze security` still counts against the unit is named in a
     comment that says why it stays."""
-    items = json.loads(security("--json=short"))
+    items = json.loads(security(UNIT, "--json=short"))
     counted = [item["name"] for item in items if item.get("exposure") not in (None, "0.0")]
     assert counted, "expected a few (running as root, for one)"
     comments = comment_text(UNIT.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from types import MappingProxyType
+from typing import Any
 
 from hostsyncd.core.model import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, Endpoint
 
@@ -49,3 +50,31 @@ def ctr(
         network_mode=network_mode,
         endpoints=tuple(endpoints),
     )
+
+
+class NullLog:
+    """A logger that takes every call and says nothing."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: None
+
+
+class ListingEngine:
+    """An engine whose list call gives the test's containers (change them in place)."""
+
+    def __init__(self, containers: list[Container]) -> None:
+        self.containers = containers
+        self.calls = 0
+
+    def list_containers(self) -> list[Container]:
+        return list(self.containers)
+
+
+class Clock:
+    """A clock the test moves by setting `now`."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now

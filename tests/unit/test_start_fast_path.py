@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from builders import Clock, ListingEngine, NullLog
 
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
@@ -33,20 +34,6 @@ def cid(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-class _Log:
-    def __getattr__(self, _name: str) -> Any:
-        return lambda *_a, **_k: None
-
-
-class _Engine:
-    def __init__(self, containers: list[Container]) -> None:
-        self.containers = containers
-        self.calls = 0
-
-    def list_containers(self) -> list[Container]:
-        return list(self.containers)
-
-
 class _Network:
     """What the engine's network inspect lists: set by the test, counted."""
 
@@ -58,14 +45,6 @@ class _Network:
         self.calls += 1
         assert network_id == NET
         return dict(self.members)
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _ctr(name: str, ip: str, state: str = "running", links: str | None = None,
@@ -87,12 +66,12 @@ class World:
             (tmp_path / c.id / "hosts").write_bytes(BASE)
         self.root = tmp_path
         self.network = _Network()
-        self.clock = _Clock()
+        self.clock = Clock()
         self.hints: list[object] = []
         config = Config.model_validate(
             {"links": {"on_target_stop": "keep" if keep else "remove"}})
         writer = HostsWriter(tmp_path)
-        self.rec = Reconciler(config, _Engine(self.containers), writer, _Log())  # type: ignore[arg-type]
+        self.rec = Reconciler(config, ListingEngine(self.containers), writer, NullLog())  # type: ignore[arg-type]
         self.fast = StartFastPath(writer, self.network, self.hints.append, self.clock)
         self.rec.fastpath = self.fast
         self.rec.refresh()
@@ -198,12 +177,12 @@ def test_the_loop_reports_a_forgery_once_and_not_for_a_target_that_started(
 ) -> None:
     said: list[tuple[str, dict[str, Any]]] = []
 
-    class Log(_Log):
+    class Log(NullLog):
         def warning(self, message: str, **fields: Any) -> None:
             said.append((message, fields))
 
     w = World(tmp_path)
-    clock = _Clock()
+    clock = Clock()
     w.rec.clock = clock
     w.rec.problems.log = Log()
     found = ForgedEntry(cid("db"), "db", "6.6.6.6", ("side",))
