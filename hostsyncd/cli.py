@@ -135,7 +135,7 @@ def _graph(config: Config, fmt: str) -> int:
         print(f"hostsyncd: etcd unreachable: {exc}", file=sys.stderr)
         return EXIT_CLUSTER
     plans = plan_all(snapshot, config.links.label, live_only=False,
-                     health=config.links.health).values()
+                     health=config.links.health, domain=config.links.domain).values()
     render = {"text": views.graph_text, "dot": views.graph_dot, "json": views.graph_json}[fmt]
     sys.stdout.write(render(plans))
     return 0

@@ -1,6 +1,6 @@
 """TOML configuration, validated by pydantic. Every error names the key path it is about.
 
-Imports: pydantic.
+Imports: core; pydantic.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from hostsyncd.core.links import is_host_name
 
 DEFAULT_PATH = Path("/etc/hostsyncd/config.toml")
 ENV_VAR = "HOSTSYNCD_CONFIG"
@@ -79,6 +81,17 @@ class LinksConfig(_Section):
     on_target_stop: Literal["remove", "keep"] = "remove"
     # "wait": a target with a healthcheck gets its lines only while healthy (README).
     health: Literal["ignore", "wait"] = "ignore"
+    # A search domain: every line also carries `<alias>.<domain>` (and the target's name
+    # with it). "" is none.
+    domain: str = ""
+
+    @field_validator("domain")
+    @classmethod
+    def _host_name(cls, domain: str) -> str:
+        if domain and not is_host_name(domain):
+            raise ValueError("must be a host name (letters, digits, '-' and '_' in "
+                             "dot-separated labels of up to 63), or \"\" for none")
+        return domain
 
 
 class SyncConfig(_Section):

@@ -62,6 +62,7 @@ class Waiting:
     # Re-planned dependents that read one file -> that file's plan and transform.
     transform: Callable[[list[DependentPlan]], tuple[FilePlan, Callable[[bytes], bytes]]]
     health: str = "ignore"  # links.health
+    domain: str = ""  # links.domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +259,7 @@ class StartFastPath:
     def _write(self, waiting: Waiting, cid: str, endpoints: tuple[Endpoint, ...]) -> None:
         target = waiting.snapshot.by_id[cid]
         plans = replan_started(waiting.snapshot, target, endpoints, waiting.dependents[cid],
-                               waiting.label, waiting.health)
+                               waiting.label, waiting.health, waiting.domain)
         by_file: dict[str, list[DependentPlan]] = {}
         for plan in plans:
             if plan.unmanaged is None:

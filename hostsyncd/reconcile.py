@@ -260,13 +260,13 @@ class Reconciler:
         links = self.config.links
         decided = decide(snapshot, self._applied, links.label, keep, self.kept, links.health,
                          previous=None if verify_all else self._decided,
-                         changed=self.observed.take_changes())
+                         changed=self.observed.take_changes(), domain=links.domain)
         if self._learn_healthchecks(decided.waiting):
             # Rare (once per such target): the fast path must know it starts as STARTING.
             snapshot = self.observed.snapshot()
             decided = decide(snapshot, self._applied, links.label, keep, self.kept,
                              links.health, previous=decided,
-                             changed=self.observed.take_changes())
+                             changed=self.observed.take_changes(), domain=links.domain)
         self._decided = decided
         self._forget(snapshot, decided.files)
         self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
@@ -275,7 +275,7 @@ class Reconciler:
         self.stopped_targets = set(decided.waiting)
         if self.fastpath is not None:
             self.fastpath.arm(Waiting(snapshot, dict(decided.waiting), links.label,
-                                      self._transform_for, links.health))
+                                      self._transform_for, links.health, links.domain))
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         now = self.clock()
@@ -530,6 +530,8 @@ class Reconciler:
             said = {f"spec:{err.spec}": str(err) for err in found.errors}
             if found.health_error is not None:
                 said["health"] = found.health_error
+            if found.domain_error is not None:
+                said["domain"] = found.domain_error
             routine = {}
             for skip in decided.skipped.get(cid, ()):
                 (routine if skip.routine else said)[f"link:{skip.spec}"] = skip.message

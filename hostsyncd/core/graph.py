@@ -16,9 +16,11 @@ from hostsyncd.core.links import (
     SpecError,
     health_wait,
     is_host_name,
+    link_domain,
     parse_links,
 )
 from hostsyncd.core.model import (
+    DOMAIN_LABEL,
     HEALTH_LABEL,
     HEALTHY,
     STARTING,
@@ -99,6 +101,8 @@ class DependentPlan:
     health_wait: bool = False
     # Its HEALTH_LABEL value was invalid: why, and that the config's value is used.
     health_error: str | None = None
+    # Its DOMAIN_LABEL value was invalid: likewise.
+    domain_error: str | None = None
 
     def lines(
         self, keep_stopped: bool = False, kept: Mapping[str, tuple[HostLine, ...]] | None = None
@@ -368,14 +372,19 @@ def _network_name(endpoint: Endpoint) -> str:
     return endpoint.network
 
 
-def _lines_for(endpoint: Endpoint, alias: str, name: str) -> list[HostLine]:
-    names = (alias,) if name == alias or not is_host_name(name) else (alias, name)
-    return [HostLine(ip, names) for ip in (endpoint.ipv4, endpoint.ipv6) if ip]
+def _lines_for(endpoint: Endpoint, alias: str, name: str, domain: str = "") -> list[HostLine]:
+    """The short names first (a resolver's canonical name is the first), then each with
+    the search domain; a name that the domain would make too long is left without it."""
+    names = [alias] if name == alias or not is_host_name(name) else [alias, name]
+    if domain:
+        names += [long for short in names if is_host_name(long := f"{short}.{domain}")]
+    found = tuple(names)
+    return [HostLine(ip, found) for ip in (endpoint.ipv4, endpoint.ipv6) if ip]
 
 
 def resolve(
     snapshot: Snapshot, dependent: Container, spec: LinkSpec, mine: frozenset[str] | None = None,
-    wait_health: bool = False,
+    wait_health: bool = False, domain: str = "",
 ) -> Resolution:
     """One link of a dependent; `mine` is the dependent's network keys, if already known.
     With `wait_health`, a target whose healthcheck is not (yet) healthy gives no line."""
@@ -412,7 +421,7 @@ def resolve(
         if isinstance(chosen, Problem):
             problem = chosen
             continue
-        lines += _lines_for(chosen, spec.alias, target.name)
+        lines += _lines_for(chosen, spec.alias, target.name, domain)
         names.append(_label(target))
         network = chosen.network
     if not lines:
@@ -465,16 +474,18 @@ def _labels(containers: Iterable[Container]) -> tuple[str, ...]:
 
 
 def plan(snapshot: Snapshot, dependent: Container, label: str,
-         health: str = "ignore") -> DependentPlan | None:
-    """`health`: `links.health`, which the dependent's HEALTH_LABEL may override."""
+         health: str = "ignore", domain: str = "") -> DependentPlan | None:
+    """`health`: `links.health`, `domain`: `links.domain`; the dependent's HEALTH_LABEL and
+    DOMAIN_LABEL may override them."""
     value = dependent.labels.get(label)
     if value is None:
         return None
     specs, errors = parsed_label(value)
     wait, health_error = health_wait(dependent.labels.get(HEALTH_LABEL), health)
+    suffix, domain_error = link_domain(dependent.labels.get(DOMAIN_LABEL), domain)
     owner = netns_owner(snapshot, dependent)
     mine = network_keys(owner.endpoints) if owner is not None else frozenset()
-    links = tuple(resolve(snapshot, dependent, s, mine, wait) for s in specs)
+    links = tuple(resolve(snapshot, dependent, s, mine, wait, suffix) for s in specs)
     unmanaged = None
     if dependent.hosts_mounted or (owner is not None and owner.hosts_mounted):
         unmanaged = UNMANAGED_MOUNT  # a sidecar of such an owner reads the owner's mount
@@ -483,7 +494,7 @@ def plan(snapshot: Snapshot, dependent: Container, label: str,
     return DependentPlan(dependent, links, errors, unmanaged,
                          owner.id if owner is not None else dependent.id,
                          owner.name if owner is not None else dependent.name,
-                         wait, health_error)
+                         wait, health_error, domain_error)
 
 
 def _own_networks(snapshot: Snapshot, dependent: Container) -> frozenset[str]:
@@ -563,6 +574,7 @@ def waiting_dependents(
 def replan_started(
     snapshot: Snapshot, target: Container, endpoints: tuple[Endpoint, ...],
     dependents: Iterable[DependentPlan], label: str, health: str = "ignore",
+    domain: str = "",
 ) -> list[DependentPlan]:
     """The dependents' plans once this stopped target runs with these endpoints, all
     else as in the snapshot: a start costs the plans of its dependents, not of the fleet.
@@ -571,19 +583,19 @@ def replan_started(
                                         health=STARTING if target.health else ""))
     out = []
     for old in dependents:
-        new = plan(started, old.dependent, label, health)
+        new = plan(started, old.dependent, label, health, domain)
         if new is not None:
             out.append(new)
     return out
 
 
 def plan_all(snapshot: Snapshot, label: str, live_only: bool = True,
-             health: str = "ignore") -> dict[str, DependentPlan]:
+             health: str = "ignore", domain: str = "") -> dict[str, DependentPlan]:
     """Plans for every (live) dependent, by container id."""
     plans = {}
     for container in snapshot:
         if (container.is_live or not live_only) and label in container.labels:
-            found = plan(snapshot, container, label, health)
+            found = plan(snapshot, container, label, health, domain)
             if found is not None:
                 plans[container.id] = found
     return plans

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from hostsyncd.core.model import HEALTH_LABEL, LinkSpec
+from hostsyncd.core.model import DOMAIN_LABEL, HEALTH_LABEL, LinkSpec
 
 # Longer label values are cut: nobody links a container to thousands of others, and the
 # bound keeps one hostile label from costing the daemon memory or time.
@@ -118,6 +118,25 @@ HEALTH_MODES = ("ignore", "wait")
 _MAX_QUOTED = 40
 
 
+def link_domain(value: str | None, default: str) -> tuple[str, str | None]:
+    """The search domain a dependent's lines also carry: its DOMAIN_LABEL value ("" for
+    none), else `default` (`links.domain`). A value that is not a host name falls back to
+    the default, with a message that quotes it cut and escaped."""
+    if value is None:
+        return default, None
+    # Only a short value can be valid: a long one is not copied (this runs every pass).
+    domain = value.strip() if len(value) <= 253 else "-"
+    if not domain or is_host_name(domain):
+        return domain, None
+    return default, (f"label {DOMAIN_LABEL}={_quoted(value)} is not a host name; using "
+                     f"links.domain ({default or 'none'})")
+
+
+def _quoted(value: str) -> str:
+    shown = value[:_MAX_QUOTED].encode("ascii", "backslashreplace").decode("ascii")
+    return repr(shown + ("..." if len(value) > _MAX_QUOTED else ""))
+
+
 def health_wait(value: str | None, default: str) -> tuple[bool, str | None]:
     """Whether a dependent's links wait for their targets' health: its HEALTH_LABEL value,
     else `default` (`links.health`). An invalid value falls back to the default, with a
@@ -128,7 +147,6 @@ def health_wait(value: str | None, default: str) -> tuple[bool, str | None]:
     mode = value.strip().lower() if len(value) <= _MAX_QUOTED else ""
     if mode in HEALTH_MODES:
         return mode == "wait", None
-    shown = value[:_MAX_QUOTED].encode("ascii", "backslashreplace").decode("ascii")
-    shown = repr(shown + ("..." if len(value) > _MAX_QUOTED else ""))
+    shown = _quoted(value)
     return default == "wait", (f"label {HEALTH_LABEL}={shown} is not 'wait' or 'ignore'; "
                                f"using links.health ({default})")

@@ -19,6 +19,8 @@ COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 # A dependent's own choice of `links.health` ("wait" or "ignore").
 HEALTH_LABEL = "hostsyncd.health"
+# A dependent's own search domain (links.domain): its lines also carry `<name>.<domain>`.
+DOMAIN_LABEL = "hostsyncd.domain"
 # A target's health while it has a HEALTHCHECK and runs. "" means no healthcheck (or none
 # known): such a target is never held back. A stopped target known to have one is given
 # STARTING, which is what it will be when it starts: the engine sends no event for that.

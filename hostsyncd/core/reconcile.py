@@ -118,29 +118,31 @@ def reconcile(
     health: str = "ignore",
     previous: Result | None = None,
     changed: Iterable[str] | None = None,
+    domain: str = "",
 ) -> Result:
     """Plan the live dependents of the snapshot. `current`: the block each file holds now
     (as last written or verified); a file missing from it, or holding another block, is
     among `writes`. `keep`: `links.on_target_stop = "keep"`, with `kept` its memory.
-    `health`: `links.health`.
+    `health`: `links.health`; `domain`: `links.domain`.
     `previous`: the last Result, made with the same label, keep and health; with it, only the
     dependents the snapshot's changes touch are planned again. `changed`: the ids of the
     containers that changed since `previous.snapshot`, as the observed state knows them;
     without it they are found by comparing the two snapshots (O(fleet))."""
     if previous is None or previous.snapshot is None or previous.index is None \
             or not _same_records(previous.snapshot, snapshot):
-        return _full(snapshot, current, label, keep, kept, health)
+        return _full(snapshot, current, label, keep, kept, health, domain)
     ids = changed_ids(previous.snapshot, snapshot) if changed is None else frozenset(changed)
     if ids is None:
-        return _full(snapshot, current, label, keep, kept, health)
+        return _full(snapshot, current, label, keep, kept, health, domain)
     if not ids:
         return replace(previous, snapshot=snapshot, writes=(), replanned=frozenset())
-    return _incremental(previous, snapshot, ids, current, label, keep, kept, health)
+    return _incremental(previous, snapshot, ids, current, label, keep, kept, health,
+                        domain)
 
 
 def _full(snapshot: Snapshot, current: Mapping[str, bytes], label: str, keep: bool,
-          kept: Mapping[str, Kept] | None, health: str) -> Result:
-    plans = plan_all(snapshot, label, health=health)
+          kept: Mapping[str, Kept] | None, health: str, domain: str) -> Result:
+    plans = plan_all(snapshot, label, health=health, domain=domain)
     files = files_of(snapshot, plans.values())
     new_kept: dict[str, Kept] = {}
     if keep:
@@ -182,7 +184,7 @@ def _full(snapshot: Snapshot, current: Mapping[str, bytes], label: str, keep: bo
 
 def _incremental(previous: Result, snapshot: Snapshot, changed: frozenset[str],
                  current: Mapping[str, bytes], label: str, keep: bool,
-                 kept: Mapping[str, Kept] | None, health: str) -> Result:
+                 kept: Mapping[str, Kept] | None, health: str, domain: str) -> Result:
     """Plan the touched dependents again; copy the rest. Maps are copied only when one of
     their entries changes, and entries are replaced in place: a dict with holes left by
     pops takes the slow path when the next event copies it."""
@@ -196,7 +198,7 @@ def _incremental(previous: Result, snapshot: Snapshot, changed: frozenset[str],
     for cid in dirty:
         old = plans.get(cid)
         container = snapshot.by_id.get(cid)
-        new = plan(snapshot, container, label, health) \
+        new = plan(snapshot, container, label, health, domain) \
             if container is not None and container.is_live else None
         if new is not None:
             plans[cid] = new

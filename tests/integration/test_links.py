@@ -8,6 +8,8 @@ import pytest
 
 from .util import LINKS, PROJECT, SERVICE, block_is, line, read, reports_about, split
 
+DOMAIN = "hostsyncd.domain"
+
 pytestmark = pytest.mark.engine
 
 
@@ -170,3 +172,37 @@ def test_host_network_target_gets_no_line_and_is_reported(containers, daemon, wa
         what=f"a report naming {web} and the host-network target {hostnet}",
     )
     assert hostnet not in read(path)
+
+
+def test_search_domain_from_config_and_label(containers, daemon, wait_until):
+    """links.domain adds `<alias>.<domain>` and `<target>.<domain>` to every line, follows
+    the target's moves, a dependent's hostsyncd.domain overrides it ("" for none), and a bad
+    label is reported once by name and falls back to the config."""
+    db = containers.run("db")
+    web = containers.run("web", labels={LINKS: f"{db}:database"})
+    own = containers.run("own", labels={LINKS: f"{db}:database", DOMAIN: "corp.example"})
+    none = containers.run("none", labels={LINKS: f"{db}:database", DOMAIN: ""})
+    bad = containers.run("bad", labels={LINKS: f"{db}:database", DOMAIN: "no way"})
+    d = daemon.start(resync_interval=1, extra={"links": {"domain": "internal"}})
+
+    def expect(ip: str) -> dict[str, list[str]]:
+        return {
+            web: [f"{ip}\tdatabase {db} database.internal {db}.internal"],
+            own: [f"{ip}\tdatabase {db} database.corp.example {db}.corp.example"],
+            none: [line(ip, "database", db)],
+            bad: [f"{ip}\tdatabase {db} database.internal {db}.internal"],
+        }
+
+    for name, lines in expect(containers.ip(db)).items():
+        wait_until(block_is(containers.hosts_path(name), lines), what=f"{name}'s block")
+        # What the container itself reads.
+        assert lines[0] in containers.hosts(name).splitlines()
+    containers.restart(db)
+    ip_after = containers.ip(db)
+    for name, lines in expect(ip_after).items():
+        wait_until(block_is(containers.hosts_path(name), lines), what=f"{name} after db moved")
+    time.sleep(2.5)  # two resyncs: the bad label must not be reported again
+    found = reports_about(d.logs(), bad, "hostsyncd.domain")
+    assert len(found) == 1, found
+    assert "not a host name" in str(found[0])
+    assert d.alive()
