@@ -39,6 +39,10 @@ class Container:
     # The container mounts a file of its own on /etc/hosts (`-v FILE:/etc/hosts`): it reads
     # that, never the hosts file the engine keeps for it.
     hosts_mounted: bool = False
+    # Further names the engine listed the container under besides `name`. Only while a
+    # rename is under way: the list then shows both the old and the new name, and cannot
+    # say which is which (the observed state settles it from the rename event).
+    other_names: tuple[str, ...] = ()
 
     @property
     def has_address(self) -> bool:

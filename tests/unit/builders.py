@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from types import MappingProxyType
+from typing import Any
 
 from hostsyncd.core.model import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, Endpoint
 
@@ -49,3 +50,22 @@ def ctr(
         network_mode=network_mode,
         endpoints=tuple(endpoints),
     )
+
+
+class NullLog:
+    """A logger that drops everything; subclass it to catch one level."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: None
+
+
+class ListingEngine:
+    """The one engine call a Reconciler makes itself: the list, of whatever the test last
+    put in `containers`."""
+
+    def __init__(self, containers: list[Container]) -> None:
+        self.containers = containers
+        self.calls = 0
+
+    def list_containers(self) -> list[Container]:
+        return list(self.containers)

@@ -10,6 +10,7 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
+from builders import ListingEngine, NullLog
 
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
@@ -31,20 +32,6 @@ NET = hashlib.sha256(b"net").hexdigest()
 
 def cid(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
-
-
-class _Log:
-    def __getattr__(self, _name: str) -> Any:
-        return lambda *_a, **_k: None
-
-
-class _Engine:
-    def __init__(self, containers: list[Container]) -> None:
-        self.containers = containers
-        self.calls = 0
-
-    def list_containers(self) -> list[Container]:
-        return list(self.containers)
 
 
 class _Network:
@@ -92,7 +79,7 @@ class World:
         config = Config.model_validate(
             {"links": {"on_target_stop": "keep" if keep else "remove"}})
         writer = HostsWriter(tmp_path)
-        self.rec = Reconciler(config, _Engine(self.containers), writer, _Log())  # type: ignore[arg-type]
+        self.rec = Reconciler(config, ListingEngine(self.containers), writer, NullLog())  # type: ignore[arg-type]
         self.fast = StartFastPath(writer, self.network, self.hints.append, self.clock)
         self.rec.fastpath = self.fast
         self.rec.refresh()
@@ -198,7 +185,7 @@ def test_the_loop_reports_a_forgery_once_and_not_for_a_target_that_started(
 ) -> None:
     said: list[tuple[str, dict[str, Any]]] = []
 
-    class Log(_Log):
+    class Log(NullLog):
         def warning(self, message: str, **fields: Any) -> None:
             said.append((message, fields))
 
