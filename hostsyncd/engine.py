@@ -68,6 +68,13 @@ class EngineEvent:
     def container_name(self) -> str:
         return self.attributes.get("name", "") if self.type == "container" else ""
 
+    @property
+    def old_name(self) -> str:
+        """A rename's name before it (the engine sends it with its leading slash)."""
+        if self.type != "container" or self.action != "rename":
+            return ""
+        return self.attributes.get("oldName", "").lstrip("/")
+
 
 class Engine:
     """A connection to one engine. Not thread-safe: give each thread its own."""
@@ -157,6 +164,9 @@ def container_from_list(raw: Mapping[str, Any]) -> Container:
     # Legacy links add names like "/web/db"; the container's own name has one slash.
     own = [n for n in names if n.count("/") == 1]
     name = (own or names or [str(raw.get("Id", ""))[:12]])[0].lstrip("/")
+    # Mid-rename the entry holds the old and the new own name, in no telling order: keep
+    # the rest for the observed state, which knows from the rename event which is current.
+    other_names = tuple(dict.fromkeys(n.lstrip("/") for n in own[1:] if n.lstrip("/") != name))
     networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
     endpoints = tuple(
         Endpoint(
@@ -181,6 +191,7 @@ def container_from_list(raw: Mapping[str, Any]) -> Container:
         hosts_mounted=any(isinstance(m, Mapping) and m.get("Destination") == "/etc/hosts"
                           for m in mounts if isinstance(mounts, list)),
         health=health_from_list(raw) if state == "running" else "",
+        other_names=other_names,
     )
 
 

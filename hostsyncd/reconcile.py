@@ -163,6 +163,12 @@ class Reconciler:
                 # Drop the lines now, before the freed address can go to someone else.
                 self.observed.stopped(event.container_id, now)
                 need_list = freed = True
+            elif event.action == "rename" and event.container_name:
+                # The list may show both names for a while, even after this event: the
+                # event says which one is current.
+                self.observed.renamed(event.container_id, event.container_name,
+                                      event.old_name, now)
+                need_list = True
             else:
                 if event.action == "start":
                     self._queue(event.container_id, now)

@@ -196,7 +196,7 @@ class Snapshot:
             if project is not None and service is not None:
                 self.by_service[project, service].append(c)
         for replicas in self.by_service.values():
-            replicas.sort(key=lambda c: c.name)
+            replicas.sort(key=_replica_order)
 
     def replaced(self, container: Container) -> Snapshot:
         """A copy with one container (same id) swapped in."""
@@ -248,7 +248,7 @@ class Snapshot:
             replicas += [c for c in changes.values()
                          if c is not None and _service_of(c) == key]
             if replicas:
-                replicas.sort(key=lambda c: c.name)
+                replicas.sort(key=_replica_order)
                 new.by_service[key] = replicas
             else:
                 new.by_service.pop(key, None)
@@ -276,6 +276,11 @@ def _rank(container: Container) -> tuple[bool, bool, str]:
     """Which of the containers holding one name a link means: a running one, then a live
     one; the id only makes the choice the same however the snapshot was built."""
     return container.has_address, container.is_live, container.id
+
+
+def _replica_order(container: Container) -> tuple[str, str]:
+    # By name; the id only makes the order the same however the snapshot was built.
+    return container.name, container.id
 
 
 def _service_of(container: Container) -> tuple[str, str]:

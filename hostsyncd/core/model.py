@@ -53,6 +53,10 @@ class Container:
     hosts_mounted: bool = False
     # The healthcheck's status (HEALTH_STATES), or "" without a healthcheck.
     health: str = ""
+    # Further names the engine listed the container under besides `name`. Only while a
+    # rename is under way: the list then shows both the old and the new name, and cannot
+    # say which is which (the observed state settles it from the rename event).
+    other_names: tuple[str, ...] = ()
 
     @property
     def has_address(self) -> bool:

@@ -1,7 +1,9 @@
 """What the daemon believes about the engine: the last list, corrected by newer events.
 
 The list call is the truth, but it lags: right after a network connect it may still show no
-address, and right after a container dies it may still show it running. Events that arrive
+address, and right after a container dies it may still show it running. While a rename is
+under way it shows the container under both its old and its new name, sometimes even in a
+list taken after the rename event, so it cannot say which name is current. Events that arrive
 after a list are kept as overrides on top of it until a later list agrees with them (or they
 are old enough that the list must have caught up).
 
@@ -35,6 +37,9 @@ class _Override:
     # Stopped since the list: a healthcheck starts over (STARTING) with the next start, and
     # the engine sends no event for that.
     health_reset: bool = False
+    # Set by a rename: the container is called `name` now, and no longer this ("" if the
+    # engine did not say); None without a rename.
+    old_name: str | None = None
 
 
 class ObservedState:
@@ -130,6 +135,14 @@ class ObservedState:
         if container_id in self._healthchecked:
             self._healthchecked[container_id] = STARTING
 
+    def renamed(self, container_id: str, name: str, old_name: str, now: float) -> None:
+        """The engine renamed a container from `old_name` to `name`. A list that still shows
+        the old name (alone, or beside the new one mid-rename) is corrected until one shows
+        the old name no more."""
+        override = self._override(container_id, now)
+        override.name = name
+        override.old_name = old_name
+
     def _override(self, container_id: str, now: float) -> _Override:
         self._touch({container_id})
         override = self._overrides.setdefault(container_id, _Override(now))
@@ -185,6 +198,10 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
         base = replace(base, health=override.health)
     elif override.health_reset and base.health:
         base = replace(base, health=STARTING)
+    if override.old_name is not None and {override.name, override.old_name} & _names(base):
+        # The rename event's word over a list taken before it, or mid-rename. A list
+        # showing neither name already shows a later rename: its word stands.
+        base = replace(base, name=override.name, other_names=())
     if override.stopped:
         state = "exited" if base.state in ("running", "paused", "restarting") else base.state
         # Its addresses are gone, its networks not: the start fast path asks those networks
@@ -204,14 +221,31 @@ def _apply(listed: Container | None, cid: str, override: _Override) -> Container
     return replace(base, state=state, endpoints=ordered)
 
 
+def _names(container: Container) -> set[str]:
+    return {container.name, *container.other_names}
+
+
+def _renaming(listed: Container, override: _Override) -> bool:
+    """The list does not show the rename in full yet: it still has the old name, or (the
+    old name unknown) the new one beside another."""
+    names = _names(listed)
+    if override.old_name:
+        return override.old_name in names
+    return override.name in names and len(names) > 1
+
+
 def _agrees(listed: Container | None, override: _Override) -> bool:
     # Only a list that shows health can contradict a health event; a stopped or paused
     # container's shows none (what is known of it is kept in _healthchecked).
     if override.health and listed is not None and listed.health \
             and listed.health != override.health:
         return False
+    if override.old_name is not None and listed is not None and _renaming(listed, override):
+        return False
     if override.stopped:
         return listed is None or not listed.has_address
+    if not override.endpoints:
+        return True  # only a rename, which the list shows
     if listed is None or not listed.has_address:
         return False
     for network_id, endpoint in override.endpoints.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -79,6 +80,30 @@ def test_name_is_the_one_without_an_inner_slash(names: list[str], expected: str)
 @pytest.mark.parametrize("names", [None, []])
 def test_no_names_falls_back_to_short_id(names: list[str] | None) -> None:
     assert container_from_list(listed(Names=names)).name == CID[:12]
+
+
+@pytest.mark.parametrize(
+    ("names", "name", "others"),
+    [
+        (["/db"], "db", ()),
+        (["/web/db", "/db"], "db", ()),
+        # Mid-rename the engine lists both names, sorted, whichever is the new one.
+        (["/db", "/db-away"], "db", ("db-away",)),
+        (["/web/db", "/db", "/db-away", "/web/db-away"], "db", ("db-away",)),
+        (["/a", "/b", "/c"], "a", ("b", "c")),
+        (["/db", "/db"], "db", ()),
+    ],
+)
+def test_every_own_name_of_a_list_entry_is_kept(names: list[str], name: str,
+                                                others: tuple[str, ...]) -> None:
+    c = container_from_list(listed(Names=names))
+    assert (c.name, c.other_names) == (name, others)
+
+
+def test_a_list_entry_with_two_names_is_otherwise_read_as_usual() -> None:
+    mid_rename = container_from_list(listed(Names=["/db", "/db-away"]))
+    usual = container_from_list(listed(Names=["/db"]))
+    assert mid_rename == replace(usual, other_names=("db-away",))
 
 
 def test_host_and_container_network_modes() -> None:
@@ -167,6 +192,30 @@ def test_container_event() -> None:
     assert ev is not None
     assert ev.container_name == "db"
     assert dict(ev.attributes) == {"name": "db", "image": "mysql"}
+
+
+def test_rename_event_gives_the_old_name_without_its_slash() -> None:
+    ev = event_from_raw({"Type": "container", "Action": "rename",
+                         "Actor": {"ID": CID, "Attributes": {"name": "db2", "oldName": "/db"}}})
+    assert ev is not None
+    assert (ev.container_name, ev.old_name) == ("db2", "db")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"Type": "container", "Action": "rename",
+         "Actor": {"ID": CID, "Attributes": {"name": "db2"}}},
+        {"Type": "container", "Action": "start",
+         "Actor": {"ID": CID, "Attributes": {"name": "db", "oldName": "/x"}}},
+        {"Type": "network", "Action": "connect",
+         "Actor": {"ID": NET_ID, "Attributes": {"container": CID, "oldName": "/x"}}},
+    ],
+)
+def test_only_a_rename_event_has_an_old_name(raw: dict[str, Any]) -> None:
+    ev = event_from_raw(raw)
+    assert ev is not None
+    assert ev.old_name == ""
 
 
 def test_network_event() -> None:

@@ -156,7 +156,7 @@ def test_nothing_changed_writes_nothing() -> None:
 
 _events = st.lists(st.tuples(
     st.sampled_from(["list", "connect", "disconnect", "stop", "forget", "health",
-                     "healthchecked"]),
+                     "healthchecked", "rename"]),
     st.sampled_from(NAMES), st.integers(2, 9)), max_size=12)
 
 
@@ -195,6 +195,8 @@ def test_observed_updates_its_snapshot_as_it_would_build_it(
                 each.health(target.id, "healthy" if host % 2 else "unhealthy", float(now))
             elif kind == "healthchecked":
                 each.healthchecked(target.id)
+            elif kind == "rename":
+                each.renamed(target.id, NAMES[host % len(NAMES)], name, float(now))
         after = observed.snapshot()
         changes = observed.take_changes()
         twin._snapshot = None

@@ -224,3 +224,104 @@ def test_snapshot_is_rebuilt_after_each_change() -> None:
     assert not second.by_id[DB].has_address
     state.listed([db("exited")], now=2)
     assert state.snapshot() is not second
+
+
+# -- renames: the engine lists both names mid-rename, even right after the event ----------
+
+
+def both_names(first: str, other: str, *endpoints: Endpoint) -> Container:
+    """A list entry taken mid-rename, as the engine edge builds it: both names, the first
+    one as `name` (the engine gives them in no telling order)."""
+    return Container(id=DB, name=first, state="running", endpoints=endpoints,
+                     other_names=(other,))
+
+
+def test_a_rename_beats_a_list_that_still_shows_both_names() -> None:
+    state = ObservedState()
+    state.listed([both_names("db", "db-away", NET_A)], now=0)  # taken before the event
+    state.renamed(DB, "db-away", "db", now=1)
+    state.listed([both_names("db", "db-away", NET_A)], now=2)  # and one taken after it
+    snap = state.snapshot()
+    got = snap.by_id[DB]
+    assert got.name == "db-away"
+    assert got.other_names == ()
+    assert "db" not in snap.by_name
+    assert snap.by_name["db-away"] is got
+    # The rename leaves the rest alone.
+    assert got.state == "running"
+    assert got.endpoints == (NET_A,)
+
+
+def test_a_rename_back_beats_a_list_that_shows_both_names() -> None:
+    state = ObservedState()
+    state.renamed(DB, "db-away", "db", now=1)
+    state.renamed(DB, "db", "db-away", now=2)
+    state.listed([both_names("db-away", "db", NET_A)], now=3)
+    assert seen(state).name == "db"  # type: ignore[union-attr]
+
+
+def test_a_rename_corrects_a_list_taken_before_it() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.renamed(DB, "db-away", "db", now=1)
+    assert seen(state).name == "db-away"  # type: ignore[union-attr]
+    assert "db" not in state.snapshot().by_name
+
+
+def test_a_list_with_the_new_name_alone_drops_the_rename() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.renamed(DB, "db-away", "db", now=1)
+    state.listed([Container(DB, "db-away", "running", endpoints=(NET_A,))], now=2)
+    assert seen(state).name == "db-away"  # type: ignore[union-attr]
+    # The override is gone: a later list with both names is believed as it is.
+    state.listed([both_names("db", "db-away", NET_A)], now=3)
+    assert seen(state).name == "db"  # type: ignore[union-attr]
+
+
+def test_a_list_showing_a_later_rename_wins() -> None:
+    """A list may already show a rename whose event is still on its way: its name stands."""
+    state = ObservedState()
+    state.renamed(DB, "db-away", "db", now=1)
+    state.listed([Container(DB, "db-later", "running", endpoints=(NET_A,))], now=2)
+    assert seen(state).name == "db-later"  # type: ignore[union-attr]
+
+
+def test_a_rename_without_the_old_name_still_settles_a_list_with_both() -> None:
+    state = ObservedState()
+    state.renamed(DB, "db-away", "", now=1)
+    state.listed([both_names("db", "db-away", NET_A)], now=2)
+    assert seen(state).name == "db-away"  # type: ignore[union-attr]
+    state.listed([Container(DB, "db-away", "running", endpoints=(NET_A,))], now=3)
+    state.listed([both_names("db", "db-away", NET_A)], now=4)
+    assert seen(state).name == "db"  # type: ignore[union-attr]
+
+
+def test_a_rename_keeps_a_stop_and_a_stop_keeps_the_rename() -> None:
+    state = ObservedState()
+    state.listed([both_names("db", "db-away", NET_A)], now=0)
+    state.renamed(DB, "db-away", "db", now=1)
+    state.stopped(DB, now=2)
+    state.listed([both_names("db", "db-away", NET_A)], now=3)
+    got = seen(state)
+    assert got is not None
+    assert got.name == "db-away"
+    assert not got.has_address
+
+
+def test_a_rename_override_expires_after_the_ttl() -> None:
+    state = ObservedState()
+    state.renamed(DB, "db-away", "db", now=1)
+    stuck = [both_names("db", "db-away", NET_A)]
+    state.listed(stuck, now=1 + OVERRIDE_TTL - 1)
+    assert seen(state).name == "db-away"  # type: ignore[union-attr]
+    state.listed(stuck, now=1 + OVERRIDE_TTL + 1)
+    assert seen(state).name == "db"  # type: ignore[union-attr]
+
+
+def test_a_rename_of_a_container_gone_from_the_list_is_dropped() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.renamed(DB, "db-away", "db", now=1)
+    state.listed([], now=2)
+    assert seen(state) is None
