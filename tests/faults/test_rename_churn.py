@@ -26,7 +26,7 @@ pytestmark = pytest.mark.engine
 
 ROUNDS = 50
 # Convergence takes milliseconds; a loaded 2-core machine plus `docker exec` adds well
-# under a second (at most 0.43 s seen at load average 9). A stale name lasts until a resync.
+# under a second (at most 0.8 s seen at load average 10). A stale name lasts until a resync.
 STEP_BOUND = 3.0
 # Longer than the test: only the SIGHUP after a miss resyncs.
 NO_RESYNC = 3600.0
