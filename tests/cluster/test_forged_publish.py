@@ -36,6 +36,7 @@ pytestmark = pytest.mark.engine
 MODES = ("remove", "keep")
 # How long the sidecar keeps forging while db is stopped, in seconds.
 FORGE_SECONDS = 3.0
+MIN_FORGERIES = 10
 # The watch sleeps 2 ms between reads; on a loaded 2-core machine some reads come late.
 # 99% of the gaps must stay under 50 ms (the window the trust rule allows at most a
 # speculative address) or the watch could have missed a forged line.
@@ -181,7 +182,11 @@ def test_forged_own_entry_of_a_published_target_never_reaches_etcd_or_another_no
         time.sleep(0.5)
         held = block(read(path))
         deadline = time.monotonic() + FORGE_SECONDS
-        while time.monotonic() < deadline:
+        # On a loaded machine each `docker exec` is slow: forge on until there were enough
+        # to mean something, within a bound.
+        last = deadline + 3 * FORGE_SECONDS
+        while time.monotonic() < deadline or (forgeries < MIN_FORGERIES
+                                              and time.monotonic() < last):
             address = forged[forgeries % len(forged)]
             containers_b.exec(side, "sh", "-c", rebuild_lookalike(address, short_id))
             forgeries += 1
@@ -215,7 +220,7 @@ def test_forged_own_entry_of_a_published_target_never_reaches_etcd_or_another_no
     }  # fmt: skip
     print(f"[{mode}] {json.dumps(RESULTS[mode])}")
 
-    assert forgeries >= 10, f"only {forgeries} forgeries"
+    assert forgeries >= MIN_FORGERIES, f"only {forgeries} forgeries"
     assert nodes.daemon("a").alive() and nodes.daemon("b").alive()
     assert held in ([], [line(ip, db)]), held
     if mode == "remove":
