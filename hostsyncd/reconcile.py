@@ -119,12 +119,34 @@ class Reconciler:
         # _learn_healthchecks); forgotten with the container.
         self._health_asked: set[str] = set()
         self._published_from: Snapshot | None = None
+        # Podman: each container's HostsPath, asked once (it stays put across restarts,
+        # measured) and forgotten with the container.
+        self._hosts_paths: dict[str, str] = {}
 
     # -- inputs -------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """One list call: the level truth the events are hints about."""
+        # Asked first, on this thread: hosts_path() must know the engine without a call.
+        _ = self.engine.podman
         self.observed.listed(self.engine.list_containers(), self.clock())
+
+    def hosts_path(self, container_id: str) -> str:
+        """The writer's `locate`: where the container's hosts file is. Docker's is always
+        `<containers_root>/<id>/hosts` (no API call); Podman's is what its inspect says."""
+        if not self.engine.podman:
+            return str(self.config.docker.containers_root / container_id / "hosts")
+        found = self._hosts_paths.get(container_id)
+        if found is None:
+            try:
+                found = self.engine.hosts_path(container_id)
+            except EngineUnavailable as exc:
+                raise HostsFileError(container_id, f"cannot ask the engine where the hosts "
+                                     f"file is: {exc}") from None
+            if found is None:
+                raise HostsFileGone(container_id, "engine gives no hosts file")
+            self._hosts_paths[container_id] = found
+        return found
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:
         """Fold events into the observed state. Returns (a list call is needed to finish,
@@ -379,7 +401,7 @@ class Reconciler:
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
-        for store in (self.kept, self.last_write):
+        for store in (self.kept, self.last_write, self._hosts_paths):
             # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
             for gone in [cid for cid in store if cid not in snapshot.by_id]:
                 del store[gone]
