@@ -425,6 +425,9 @@ class Daemon:
         self.reconciler.observed.forget_events()
         self.log.info("engine connected", engine=self.config.docker.url,
                       version=hint.engine_version)
+        # The engine at the URL may be another one now (Docker replaced by Podman): the
+        # reconciler's connection asks again at its next list, which this resync makes.
+        self.reconciler.engine.close()
         if self._watcher is not None:
             self._watch_files(self._watcher, not hint.podman)
 

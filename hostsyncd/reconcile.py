@@ -122,19 +122,24 @@ class Reconciler:
         # Podman: each container's HostsPath, asked once (it stays put across restarts,
         # measured) and forgotten with the container.
         self._hosts_paths: dict[str, str] = {}
+        self.podman = False  # what the engine was at the last list
 
     # -- inputs -------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """One list call: the level truth the events are hints about."""
-        # Asked first, on this thread: hosts_path() must know the engine without a call.
-        _ = self.engine.podman
+        # Asked here, on the loop's thread: hosts_path() runs on the fast path's thread too,
+        # and must know the engine without a call (the engine is not thread-safe).
+        podman = bool(self.engine.podman)
+        if podman != self.podman:
+            self._hosts_paths.clear()  # another engine at the URL
+            self.podman = podman
         self.observed.listed(self.engine.list_containers(), self.clock())
 
     def hosts_path(self, container_id: str) -> str:
         """The writer's `locate`: where the container's hosts file is. Docker's is always
         `<containers_root>/<id>/hosts` (no API call); Podman's is what its inspect says."""
-        if not self.engine.podman:
+        if not self.podman:
             return str(self.config.docker.containers_root / container_id / "hosts")
         found = self._hosts_paths.get(container_id)
         if found is None:

@@ -8,6 +8,7 @@ dep cat /etc/hosts`), and where hostsyncd wrote is the engine's `HostsPath`, not
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,8 +169,14 @@ def test_a_hosts_path_outside_the_roots_is_refused(pods, hsd, wait_until, tmp_pa
     # A later pass that wants web's file changed (db restarts on a new address) is refused
     # again, and not said again.
     pods.restart(db)
-    wait_until(lambda: [e for e in d.logs() if e.get("container_name") == web
-                        and "not running" in str(e.get("event"))],
-               timeout=15, what="a pass after db's restart")
+    new_ip = pods.ip(db)
+    state = Path(d.config).parent / "state.json"
+
+    def planned() -> bool:
+        views = json.loads(state.read_text())["dependents"]
+        return any(v["name"] == web and new_ip in v["links"][0]["addresses"] for v in views)
+
+    wait_until(planned, timeout=15, what="a pass giving web db's new address",
+               show=state.read_text)
     assert len(refused()) == 1
     assert pods.seen(web) == before
