@@ -137,6 +137,19 @@ def test_line_follows_a_target_restart_with_a_new_ip(pods, hsd, wait_until):
     assert old not in text
 
 
+def test_line_follows_a_target_reconnected_to_its_network(pods, hsd, wait_until):
+    # Podman's network events name the container by Actor.ID (Docker: the network); the
+    # line must follow from them, well before the 30 s resync.
+    db, web = linked_and_seen(pods, hsd, wait_until)
+    old = pods.ip(db)
+    pods.podman.podman("network", "disconnect", pods.podman.network, db)
+    wait_until(lambda: block(pods.seen(web)) == [], timeout=15, what="line gone on disconnect",
+               show=lambda: pods.seen(web))
+    pods.podman.podman("network", "connect", pods.podman.network, db)
+    assert pods.ip(db) != old
+    wait_until(sees(pods, web, db), timeout=15, show=lambda: pods.seen(web))
+
+
 def test_line_follows_a_recreated_target(pods, hsd, wait_until):
     db, web = linked_and_seen(pods, hsd, wait_until)
     old_ip, old_id = pods.ip(db), pods.id(db)
