@@ -111,15 +111,19 @@ class Engine:
             self.version()
         return bool(self._podman)
 
-    def hosts_path(self, container_id: str) -> str | None:
-        """The container's `HostsPath` as the engine says, or None if it is gone. Podman
-        keeps the file under its own storage, not at `<containers_root>/<id>/hosts`."""
+    def hosts_path(self, container_id: str) -> tuple[str, str] | None:
+        """(HostsPath, HostConfig.NetworkMode) as the engine's inspect says, or None if
+        the container is gone. Podman keeps the file under its own storage, not at
+        `<containers_root>/<id>/hosts`, and its list gives no NetworkMode: only the
+        inspect tells a container sharing another's network (and hosts file)."""
         self.calls += 1
         try:
             raw = self.client.inspect_container(container_id)
         except docker.errors.NotFound:
             return None
-        return str(raw.get("HostsPath") or "") or None
+        path = str(raw.get("HostsPath") or "")
+        mode = str((raw.get("HostConfig") or {}).get("NetworkMode") or "")
+        return (path, mode) if path else None
 
     def list_containers(self) -> list[Container]:
         """Every container with its labels, state and addresses, in one API call."""

@@ -32,7 +32,7 @@ from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
 from hostsyncd.state import LastWrite
-from hostsyncd.stats import PassKind, Stats, WriteKind
+from hostsyncd.stats import PassKind, Stats, WriteFailure, WriteKind
 from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
@@ -52,6 +52,8 @@ FIGHT_FIRST_BACKOFF = 0.5
 FIGHT_MAX_BACKOFF = 10.0
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
+# The HostsPath cache's mark for a container that shares another's hosts file (Podman).
+_SHARED = "\0shared"
 # Per-container subjects of the problem log, all forgotten when the container goes.
 _SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict")
 
@@ -144,13 +146,23 @@ class Reconciler:
         found = self._hosts_paths.get(container_id)
         if found is None:
             try:
-                found = self.engine.hosts_path(container_id)
+                located = self.engine.hosts_path(container_id)
             except EngineUnavailable as exc:
                 raise HostsFileError(container_id, f"cannot ask the engine where the hosts "
                                      f"file is: {exc}") from None
-            if found is None:
+            if located is None:
                 raise HostsFileGone(container_id, "engine gives no hosts file")
+            path, mode = located
+            # A sharer's HostsPath is the other container's file (measured): Podman's list
+            # gives no NetworkMode, so the core cannot merge the two files' plans, and two
+            # blocks written to one file would undo each other. Refused instead.
+            found = _SHARED if mode.startswith("container:") else path
             self._hosts_paths[container_id] = found
+        if found == _SHARED:
+            raise HostsFileError(
+                container_id, "shares another container's network and hosts file "
+                "(--network container:...), which Podman's list does not say; not written: "
+                "declare the links on that container", kind=WriteFailure.REFUSED)
         return found
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:

@@ -35,9 +35,10 @@ class Pods:
     def name(self, short: str) -> str:
         return short if short.startswith(self.prefix) else self.prefix + short
 
-    def run(self, short: str, labels: dict[str, str] | None = None) -> str:
+    def run(self, short: str, labels: dict[str, str] | None = None,
+            network: str | None = None) -> str:
         name = self.name(short)
-        args = ["run", "-d", "--name", name, "--network", self.podman.network,
+        args = ["run", "-d", "--name", name, "--network", network or self.podman.network,
                 "--label", f"{OWNER}={self.prefix}"]
         for key, value in (labels or {}).items():
             args += ["--label", f"{key}={value}"]
@@ -193,3 +194,19 @@ def test_a_hosts_path_outside_the_roots_is_refused(pods, hsd, wait_until, tmp_pa
                show=state.read_text)
     assert len(refused()) == 1
     assert pods.seen(web) == before
+
+
+def test_a_sidecar_sharing_a_network_namespace_is_refused(pods, hsd, wait_until):
+    # Podman's list gives no NetworkMode, and the sidecar's HostsPath is its host's file:
+    # a block written there for the sidecar would fight the host's own. Refused, said once.
+    db = pods.run("db")
+    host = pods.run("host", labels={LINKS: db})
+    side = pods.run("side", labels={LINKS: f"{db}:other"}, network=f"container:{host}")
+    d = hsd()
+    wait_until(sees(pods, host, db), timeout=15, show=lambda: pods.seen(host))
+    found = wait_until(lambda: [e for e in d.logs() if e.get("container_name") == side
+                                and "shares another container's network" in str(e)],
+                       timeout=15, what="a refusal naming the sidecar")
+    assert len(found) == 1
+    # Only the host's own block: nothing of the sidecar's.
+    assert block(pods.seen(host)) == [line(pods.ip(db), db)]

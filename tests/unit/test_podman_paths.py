@@ -23,12 +23,14 @@ class PodmanEngine(ListingEngine):
         self.podman = True
         self.runroot = runroot
         self.inspected: list[str] = []
+        self.modes: dict[str, str] = {}  # container id -> NetworkMode, if not "bridge"
 
-    def hosts_path(self, container_id: str) -> str | None:
+    def hosts_path(self, container_id: str) -> tuple[str, str] | None:
         self.inspected.append(container_id)
         if container_id not in {c.id for c in self.containers}:
             return None
-        return str(self.runroot / "vfs-containers" / container_id / "userdata" / "hosts")
+        path = str(self.runroot / "vfs-containers" / container_id / "userdata" / "hosts")
+        return path, self.modes.get(container_id, "bridge")
 
 
 def _world(tmp_path: Path, roots: list[Path]) -> tuple[Reconciler, PodmanEngine, Path]:
@@ -69,3 +71,16 @@ def test_a_hosts_path_outside_the_roots_is_refused_and_said(tmp_path: Path) -> N
     assert web_hosts.read_bytes() == BASE
     assert result.written == 0
     assert any("outside docker.hosts_roots" in str(entry) for entry in rec.problems.recent)
+
+
+def test_a_container_sharing_another_network_is_refused_once_asked(tmp_path: Path) -> None:
+    rec, engine, web_hosts = _world(tmp_path, [])
+    web = engine.containers[1].id
+    engine.modes[web] = f"container:{engine.containers[0].id}"
+    rec.refresh()
+    rec.reconcile(verify_all=True)
+    rec.reconcile(verify_all=True)
+    assert web_hosts.read_bytes() == BASE
+    assert engine.inspected == [web]  # the refusal is cached too
+    assert any("shares another container's network" in str(entry)
+               for entry in rec.problems.recent)
