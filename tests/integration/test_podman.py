@@ -67,9 +67,14 @@ class Pods:
         self.podman.podman("rm", "-f", "-t", "0", self.name(short))
 
     def cleanup(self) -> None:
+        # --depend: Podman refuses to remove a container whose network a sidecar shares
+        # before the sidecar; this takes the sidecar with it, whichever comes first.
         ids = self.podman.out("ps", "-aq", "--filter", f"label={OWNER}={self.prefix}").split()
         if ids:
-            self.podman.podman("rm", "-f", "-t", "0", *ids, check=False)
+            # check=False: a sidecar may already be gone with its host; `left` is the check.
+            self.podman.podman("rm", "-f", "-t", "0", "--depend", *ids, check=False)
+        left = self.podman.out("ps", "-aq", "--filter", f"label={OWNER}={self.prefix}")
+        assert not left, f"containers left behind: {left}"
 
 
 @pytest.fixture
@@ -210,3 +215,21 @@ def test_a_sidecar_sharing_a_network_namespace_is_refused(pods, hsd, wait_until)
     assert len(found) == 1
     # Only the host's own block: nothing of the sidecar's.
     assert block(pods.seen(host)) == [line(pods.ip(db), db)]
+
+
+def test_the_daemon_follows_a_restarted_podman_service(pods, hsd, wait_until):
+    # The service is only the API: containers are conmon's children and keep running while
+    # it is away. hostsyncd reconnects, resyncs, and follows events from the new service.
+    db, web = linked_and_seen(pods, hsd, wait_until)
+    service = pods.podman
+    pid = service.pid()
+    assert pid is not None
+    service.stop()
+    assert not service.ping()
+    assert service.out("inspect", db, "--format", "{{.State.Running}}") == "true"
+    service.ensure_running()
+    assert service.pid() not in (None, pid)
+    old = pods.ip(db)
+    pods.restart(db)
+    assert pods.ip(db) != old
+    wait_until(sees(pods, web, db), timeout=20, show=lambda: pods.seen(web))
