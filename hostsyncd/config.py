@@ -65,7 +65,22 @@ class _Section(BaseModel):
 class DockerConfig(_Section):
     url: str = "unix:///var/run/docker.sock"
     containers_root: AbsolutePath = Path("/var/lib/docker/containers")
+    # The directories hosts files may be written under. Empty: containers_root alone, which
+    # is all Docker needs. Podman keeps each file under its storage's runroot (README).
+    hosts_roots: tuple[AbsolutePath, ...] = ()
     api_timeout: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("hosts_roots")
+    @classmethod
+    def _not_everything(cls, roots: tuple[Path, ...]) -> tuple[Path, ...]:
+        if any(root == Path("/") for root in roots):
+            raise ValueError("\"/\" would let every file be written; name the directories "
+                             "the engine keeps hosts files in")
+        return roots
+
+    @property
+    def write_roots(self) -> tuple[Path, ...]:
+        return self.hosts_roots or (self.containers_root,)
 
     @field_validator("url")
     @classmethod

@@ -425,6 +425,25 @@ class Daemon:
         self.reconciler.observed.forget_events()
         self.log.info("engine connected", engine=self.config.docker.url,
                       version=hint.engine_version)
+        # The engine at the URL may be another one now (Docker replaced by Podman): the
+        # reconciler's connection asks again at its next list, which this resync makes.
+        self.reconciler.engine.close()
+        if self._watcher is not None:
+            self._watch_files(self._watcher, not hint.podman)
+
+    def _watch_files(self, watcher: HostsWatcher, on: bool) -> None:
+        """Inotify (and with it the start fast path, which it triggers) on Docker only.
+        Podman replaces a container's hosts file with a new inode at every start (measured),
+        so a watch on the file would go deaf at the first restart; and the fast path reads
+        Docker's rebuild of a stopped target's file as the start, which Podman's order of
+        work does not promise. Events and the periodic resync cover Podman."""
+        if on:
+            self.reconciler.watch = watcher.watch_only
+        elif self.reconciler.watch is not _watch_nothing:
+            self.log.info("podman: hosts files are not watched, and the start fast path is "
+                          "off (README, Podman)")
+            self.reconciler.watch = _watch_nothing
+            watcher.watch_only(())
 
     def _engine_down(self, hint: Disconnected) -> None:
         if self.engine_link.connected or not self.engine_link.since:
@@ -477,13 +496,17 @@ class Daemon:
         self.reconciler.problems.note_error(key)
 
 
+def _watch_nothing(_: set[str]) -> None:
+    return None
+
+
 def build_reconciler(config: Config, log: Any) -> Reconciler:
-    return Reconciler(
-        config,
-        Engine(config.docker.url, config.docker.api_timeout),
-        HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes),
-        log,
-    )
+    writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes,
+                         roots=config.docker.write_roots)
+    reconciler = Reconciler(config, Engine(config.docker.url, config.docker.api_timeout),
+                            writer, log)
+    writer.locate = reconciler.hosts_path
+    return reconciler
 
 
 def run_once(config: Config) -> tuple[int, list[str]]:

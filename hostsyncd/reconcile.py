@@ -32,7 +32,7 @@ from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
 from hostsyncd.state import LastWrite
-from hostsyncd.stats import PassKind, Stats, WriteKind
+from hostsyncd.stats import PassKind, Stats, WriteFailure, WriteKind
 from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
@@ -52,6 +52,8 @@ FIGHT_FIRST_BACKOFF = 0.5
 FIGHT_MAX_BACKOFF = 10.0
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
+# The HostsPath cache's mark for a container that shares another's hosts file (Podman).
+_SHARED = "\0shared"
 # Per-container subjects of the problem log, all forgotten when the container goes.
 _SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict")
 
@@ -119,12 +121,49 @@ class Reconciler:
         # _learn_healthchecks); forgotten with the container.
         self._health_asked: set[str] = set()
         self._published_from: Snapshot | None = None
+        # Podman: each container's HostsPath, asked once (it stays put across restarts,
+        # measured) and forgotten with the container.
+        self._hosts_paths: dict[str, str] = {}
+        self.podman = False  # what the engine was at the last list
 
     # -- inputs -------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """One list call: the level truth the events are hints about."""
+        # Asked here, on the loop's thread: hosts_path() runs on the fast path's thread too,
+        # and must know the engine without a call (the engine is not thread-safe).
+        podman = bool(self.engine.podman)
+        if podman != self.podman:
+            self._hosts_paths.clear()  # another engine at the URL
+            self.podman = podman
         self.observed.listed(self.engine.list_containers(), self.clock())
+
+    def hosts_path(self, container_id: str) -> str:
+        """The writer's `locate`: where the container's hosts file is. Docker's is always
+        `<containers_root>/<id>/hosts` (no API call); Podman's is what its inspect says."""
+        if not self.podman:
+            return str(self.config.docker.containers_root / container_id / "hosts")
+        found = self._hosts_paths.get(container_id)
+        if found is None:
+            try:
+                located = self.engine.hosts_path(container_id)
+            except EngineUnavailable as exc:
+                raise HostsFileError(container_id, f"cannot ask the engine where the hosts "
+                                     f"file is: {exc}") from None
+            if located is None:
+                raise HostsFileGone(container_id, "engine gives no hosts file")
+            path, mode = located
+            # A sharer's HostsPath is the other container's file (measured): Podman's list
+            # gives no NetworkMode, so the core cannot merge the two files' plans, and two
+            # blocks written to one file would undo each other. Refused instead.
+            found = _SHARED if mode.startswith("container:") else path
+            self._hosts_paths[container_id] = found
+        if found == _SHARED:
+            raise HostsFileError(
+                container_id, "shares another container's network and hosts file "
+                "(--network container:...), which Podman's list does not say; not written: "
+                "declare the links on that container", kind=WriteFailure.REFUSED)
+        return found
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:
         """Fold events into the observed state. Returns (a list call is needed to finish,
@@ -385,7 +424,7 @@ class Reconciler:
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
-        for store in (self.kept, self.last_write):
+        for store in (self.kept, self.last_write, self._hosts_paths):
             # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
             for gone in [cid for cid in store if cid not in snapshot.by_id]:
                 del store[gone]

@@ -6,6 +6,12 @@ with newlines (ignored by resolvers); then the bytes that differ are written ove
 ones, padded with newlines to the old length; only then is the file truncated. A reader
 therefore never sees an empty file or one that ends early.
 
+Where a container's file is: `<containers_root>/<id>/hosts` on Docker; on Podman, wherever
+the engine's `HostsPath` says (under its storage's runroot), handed in through `locate`.
+Either way only paths under the configured roots are written, and the path below the root
+is walked one component at a time with O_NOFOLLOW: no symlink anywhere below a root is
+followed, so a container that swaps a directory for a symlink cannot steer a write out.
+
 Imports: stats. (The kinds of failure it counts.)
 """
 
@@ -18,7 +24,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,15 +67,47 @@ class WriteResult:
 
 
 class HostsWriter:
-    def __init__(self, containers_root: Path, max_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        containers_root: Path,
+        max_bytes: int = 1 << 20,
+        roots: Sequence[Path] | None = None,
+        locate: Callable[[str], str] | None = None,
+    ) -> None:
+        """roots: the directories writes are confined to (default: containers_root alone).
+        locate(container id) -> the absolute path of its hosts file, as the engine gives it
+        (default: `<containers_root>/<id>/hosts`); may raise HostsFileError."""
         self.root = containers_root
+        self.roots = tuple(roots) if roots else (containers_root,)
+        self.locate = locate
         self.max_bytes = max_bytes
         # The start fast path writes from the watcher's thread while the daemon's loop may
         # be writing: each read-modify-write of a file must be whole.
         self._lock = threading.Lock()
 
     def path(self, container_id: str) -> Path:
-        return self.root / container_id / HOSTS_FILE
+        if self.locate is None:
+            return self.root / container_id / HOSTS_FILE
+        return Path(self.locate(container_id))
+
+    def _confined(self, container_id: str) -> tuple[Path, tuple[str, ...]]:
+        """(the root, the components below it) of the container's hosts file. A path that
+        is not absolute, holds `..` or `.`, or lies outside every root is refused."""
+        if self.locate is None:
+            return self.root, (container_id, HOSTS_FILE)
+        raw = self.locate(container_id)
+        parts = raw.split("/")
+        if not raw.startswith("/") or any(p in (".", "..") for p in parts) or "\0" in raw:
+            raise HostsFileError(container_id, f"hosts file path {raw!r} is not a plain "
+                                 "absolute path; not written", kind=WriteFailure.REFUSED)
+        below = tuple(p for p in parts if p)
+        for root in self.roots:
+            top = root.parts[1:]  # without the leading "/"
+            if len(below) > len(top) and below[: len(top)] == top:
+                return root, below[len(top):]
+        raise HostsFileError(
+            container_id, f"hosts file {raw} is outside docker.hosts_roots "
+            f"({', '.join(map(str, self.roots))}); not written", kind=WriteFailure.REFUSED)
 
     def read(self, container_id: str) -> bytes:
         fd = self._open(container_id, os.O_RDONLY)
@@ -148,20 +186,23 @@ class HostsWriter:
         if not _CONTAINER_ID.fullmatch(container_id):
             raise HostsFileError(container_id, "container id is not 64 hex digits",
                                  kind=WriteFailure.REFUSED)
+        root, below = self._confined(container_id)
         flags = os.O_CLOEXEC | os.O_NOFOLLOW
         try:
-            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            reason = f"containers_root: {exc.strerror}"
+            reason = f"hosts root {root}: {exc.strerror}"
             raise HostsFileError(container_id, reason, exc.errno) from None
+        dir_fd = root_fd
         try:
-            # O_NOFOLLOW on both steps: neither the directory nor the file may be a symlink
-            # leading out of containers_root.
-            dir_fd = os.open(container_id, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=root_fd)
-            try:
-                fd = os.open(HOSTS_FILE, mode | flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
-            finally:
-                os.close(dir_fd)
+            # O_NOFOLLOW on every step: no directory below the root, nor the file, may be a
+            # symlink leading out of it.
+            for name in below[:-1]:
+                next_fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | flags, dir_fd=dir_fd)
+                if dir_fd != root_fd:
+                    os.close(dir_fd)
+                dir_fd = next_fd
+            fd = os.open(below[-1], mode | flags | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dir_fd)
         except FileNotFoundError:
             raise HostsFileGone(container_id, "no hosts file", errno.ENOENT) from None
         except OSError as exc:
@@ -171,6 +212,8 @@ class HostsWriter:
                 reason, kind = f"cannot open hosts file: {exc.strerror}", _failure(exc.errno)
             raise HostsFileError(container_id, reason, exc.errno, kind) from None
         finally:
+            if dir_fd != root_fd:
+                os.close(dir_fd)
             os.close(root_fd)
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:

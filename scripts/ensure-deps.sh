@@ -6,6 +6,9 @@
 #   scripts/ensure-deps.sh            everything below
 #   scripts/ensure-deps.sh GROUP...   only these groups:
 #     engine   docker.io busybox-static iproute2   the private test engine (privengine.py)
+#     podman   podman                              the private Podman service of
+#                                                  tests/integration/test_podman.py
+#                                                  (scripts/privpodman.py)
 #     python   python3-venv python3-dev            virtualenvs, C extensions
 #              libsystemd-dev pkg-config gcc       building systemd-python (journald output)
 #     journald systemd
@@ -22,6 +25,7 @@ set -euo pipefail
 
 declare -A groups=(
     [engine]="docker.io busybox-static iproute2"
+    [podman]="podman"
     [python]="python3-venv python3-dev libsystemd-dev pkg-config gcc"
     [journald]="systemd"
     [docs]="graphviz"
@@ -31,7 +35,7 @@ declare -A groups=(
 
 wanted=("$@")
 if [ "${#wanted[@]}" -eq 0 ]; then
-    wanted=(engine python journald docs deb etcd engines)
+    wanted=(engine podman python journald docs deb etcd engines)
 fi
 
 fetch_engines=false

@@ -57,14 +57,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
 
-from proctools import alive, locked, read_cmdline, wait_gone
+from proctools import alive, locked, ping_socket, read_cmdline, read_pid, wait_gone
 
 DEFAULT_ROOT = Path("/tmp/hsdtest")
 DEFAULT_BRIDGE = "hsdtest0"
@@ -170,27 +169,12 @@ class PrivateEngine:
 
     def ping(self, timeout: float = 2.0) -> bool:
         """True when dockerd answers GET /_ping on the socket."""
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
-                sock.connect(str(self.socket_path))
-                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
-                reply = b""
-                while chunk := sock.recv(4096):
-                    reply += chunk
-        except OSError:
-            return False
-        head, _, body = reply.partition(b"\r\n\r\n")
-        status = head.split(b"\r\n", 1)[0].split()
-        return len(status) >= 2 and status[1] == b"200" and body.strip() == b"OK"
+        return ping_socket(self.socket_path, timeout)
 
     def pid(self) -> int | None:
         """The pid of this root's dockerd if the pid file names a live dockerd."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        return pid if self._is_our_dockerd(pid) else None
+        pid = read_pid(self.pidfile)
+        return pid if pid is not None and self._is_our_dockerd(pid) else None
 
     def _is_our_dockerd(self, pid: int) -> bool:
         if not alive(pid):

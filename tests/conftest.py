@@ -21,6 +21,8 @@ Integration fixtures:
   engine: engines do not see each other's subnets, so only that keeps them apart.
 - `daemon`: `daemon.start(**config)` runs `python -m hostsyncd run --config ...` with
   JSON logs captured; `daemon.cli(...)` runs one-shot commands.
+- `podman`: a private rootful Podman service (scripts/privpodman.py), started once and
+  reused across runs; tests/integration/test_podman.py uses it.
 - `wait_until(fn, timeout=10, interval=0.02, what=...)`.
 """
 
@@ -58,6 +60,7 @@ def load_script(name: str) -> Any:
 
 
 privengine = load_script("privengine")
+privpodman = load_script("privpodman")
 
 
 # -- failure reports ----------------------------------------------------------------------
@@ -210,6 +213,16 @@ def started_engine(eng: Any, what: str) -> Any:
         pytest.fail(f"{what} is unavailable: {exc}\n--- tail of {eng.logfile} ---\n"
                     f"{eng.log_tail()}", pytrace=False)  # fmt: skip
     return eng
+
+
+@pytest.fixture(scope="session")
+def podman() -> Any:
+    """A private rootful `podman system service` (scripts/privpodman.py) at
+    $HSD_PODMAN_ROOT (default /tmp/hsdpodman), its network on $HSD_PODMAN_BRIDGE and
+    $HSD_PODMAN_CIDR (default hsdpod0, 10.219.0.0/24). Fails (never skips) if it cannot
+    start."""
+    pod = privpodman.PrivatePodman()
+    return started_engine(pod, f"private Podman service at {pod.root}")
 
 
 @pytest.fixture
@@ -680,10 +693,15 @@ class DaemonFactory:
 def daemon(engine: Any, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DaemonFactory]:
     factory = DaemonFactory(engine, tmp_path)
     yield factory
+    finish_daemons(factory, request)
+
+
+def finish_daemons(factory: DaemonFactory, request: pytest.FixtureRequest) -> None:
+    """Stop the test's daemons (their logs shown if it failed). Shared by every test that
+    runs a daemon: one that hit a bug fails its test, even when a later pass converged and
+    the test's own checks passed."""
     with contextlib.suppress(Exception):
         factory.cleanup(dump=_test_failed(request))
-    # Shared by every integration and fault test: a daemon that hit a bug fails its test,
-    # even when a later pass converged and the test's own checks passed.
     complaints = factory.complaints()
     if complaints and not _test_failed(request):
         pytest.fail("\n".join(complaints), pytrace=False)

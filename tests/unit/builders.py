@@ -65,6 +65,7 @@ class ListingEngine:
     def __init__(self, containers: list[Container]) -> None:
         self.containers = containers
         self.calls = 0
+        self.podman = False  # a Docker engine: hosts files at <root>/<id>/hosts
 
     def list_containers(self) -> list[Container]:
         return list(self.containers)

@@ -511,3 +511,14 @@ def test_check_config_warns_but_passes(tmp_path: Path, capsys: pytest.CaptureFix
     os.chmod(path, 0o600)
     assert cli_main(["check-config", str(path)]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_hosts_roots_default_to_containers_root_and_refuse_slash(tmp_path: Path) -> None:
+    from hostsyncd.config import DockerConfig
+
+    assert DockerConfig().write_roots == (Path("/var/lib/docker/containers"),)
+    roots = DockerConfig(hosts_roots=("/run/containers/storage",)).write_roots
+    assert roots == (Path("/run/containers/storage"),)
+    for bad in ("/", "relative/dir"):
+        with pytest.raises(ValueError, match="hosts_roots"):
+            DockerConfig(hosts_roots=(bad,))

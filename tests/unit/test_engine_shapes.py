@@ -418,3 +418,42 @@ def test_event_without_action_is_not_guessed_from_status() -> None:
     ev = event_from_raw({"Type": "container", "status": "start", "id": CID, "Actor": {}})
     assert ev is not None
     assert (ev.action, ev.container_id) == ("", "")
+
+
+# -- Podman (4.3.1, measured) ----------------------------------------------------------------
+
+
+def test_podman_is_told_from_its_version() -> None:
+    from hostsyncd.engine import is_podman
+
+    podman = {"Platform": {"Name": "linux/amd64/debian-12"},
+              "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}],
+              "Version": "4.3.1", "ApiVersion": "1.41"}
+    docker = {"Platform": {"Name": "Docker Engine - Community"},
+              "Components": [{"Name": "Engine"}, {"Name": "containerd"}, {"Name": "runc"}],
+              "Version": "20.10.24"}
+    assert is_podman(podman)
+    assert not is_podman(docker)
+    assert not is_podman({})
+
+
+def test_a_podman_network_event_names_the_container_by_actor_id() -> None:
+    from hostsyncd.engine import podman_event_from_raw
+
+    raw = {"Type": "network", "Action": "connect", "status": "connect",
+           "Actor": {"ID": CID, "Attributes": {"name": "t1", "podId": ""}}}
+    ev = podman_event_from_raw(raw)
+    assert ev is not None
+    assert (ev.type, ev.action, ev.container_id, ev.network_id) == \
+        ("network", "connect", CID, "")
+    # The same shape read as Docker's would name no container at all.
+    docker_reading = event_from_raw(raw)
+    assert docker_reading is not None and docker_reading.container_id == ""
+
+
+def test_a_podman_remove_is_a_destroy() -> None:
+    from hostsyncd.engine import podman_event_from_raw
+
+    ev = podman_event_from_raw({"Type": "container", "Action": "remove",
+                                "Actor": {"ID": CID, "Attributes": {"name": "t1"}}})
+    assert ev is not None and (ev.action, ev.container_id) == ("destroy", CID)

@@ -299,6 +299,7 @@ class _Engine:
         self.healthchecks = healthchecks
         self.asked: list[str] = []
         self.calls = 0
+        self.podman = False  # a Docker engine: hosts files at <root>/<id>/hosts
 
     def list_containers(self) -> list[Container]:
         return list(self.containers)

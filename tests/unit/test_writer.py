@@ -438,3 +438,68 @@ def test_adding_the_block_is_one_append_and_removing_it_one_truncate(root: Path)
         HostsWriter(root).update(CID, to(BASE))
         assert calls == [("ftruncate", len(BASE))]
         assert path.read_bytes() == BASE
+
+
+# -- files where the engine says (Podman's HostsPath), confined to the configured roots ----
+
+
+def podman_layout(tmp_path: Path, container_id: str = CID) -> tuple[Path, Path]:
+    """(runroot, hosts file) the way Podman lays them out: the path is not <root>/<id>/hosts."""
+    runroot = tmp_path / "run"
+    userdata = runroot / "vfs-containers" / container_id / "userdata"
+    userdata.mkdir(parents=True)
+    (userdata / "hosts").write_bytes(BASE)
+    return runroot, userdata / "hosts"
+
+
+def test_writes_the_located_path_under_a_root(tmp_path: Path) -> None:
+    runroot, hosts = podman_layout(tmp_path)
+    inode = hosts.stat().st_ino
+    writer = HostsWriter(tmp_path / "unused", roots=[runroot], locate=lambda _cid: str(hosts))
+    writer.update(CID, lambda before: before + b"10.0.0.9\tdb\n")
+    assert hosts.read_bytes() == BASE + b"10.0.0.9\tdb\n"
+    assert hosts.stat().st_ino == inode  # in place, as ever
+    assert writer.path(CID) == hosts
+
+
+@pytest.mark.parametrize("where", ["outside", "dotdot", "relative", "root_itself"])
+def test_a_located_path_outside_the_roots_is_refused(tmp_path: Path, where: str) -> None:
+    runroot, _ = podman_layout(tmp_path)
+    outside = tmp_path / "elsewhere" / "hosts"
+    outside.parent.mkdir()
+    outside.write_bytes(BASE)
+    path = {
+        "outside": str(outside),
+        "dotdot": f"{runroot}/../elsewhere/hosts",
+        "relative": "elsewhere/hosts",
+        "root_itself": str(runroot),
+    }[where]
+    writer = HostsWriter(tmp_path / "unused", roots=[runroot], locate=lambda _cid: path)
+    with pytest.raises(HostsFileError) as caught:
+        writer.update(CID, lambda before: before + b"10.0.0.9\tdb\n")
+    assert caught.value.container_id == CID
+    assert "not written" in caught.value.reason
+    assert outside.read_bytes() == BASE
+
+
+def test_a_symlinked_directory_below_the_root_is_refused(tmp_path: Path) -> None:
+    runroot, hosts = podman_layout(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "hosts").write_bytes(BASE)
+    userdata = hosts.parent
+    for name in os.listdir(userdata):
+        os.unlink(userdata / name)
+    userdata.rmdir()
+    userdata.symlink_to(elsewhere)  # a swap of the directory for a link out of the root
+    writer = HostsWriter(tmp_path / "unused", roots=[runroot], locate=lambda _cid: str(hosts))
+    with pytest.raises(HostsFileError, match="symlink"):
+        writer.update(CID, lambda before: before + b"10.0.0.9\tdb\n")
+    assert (elsewhere / "hosts").read_bytes() == BASE
+
+
+def test_the_default_stays_containers_root_id_hosts(root: Path) -> None:
+    path = make_hosts(root)
+    writer = HostsWriter(root)
+    writer.update(CID, lambda before: before + b"10.0.0.9\tdb\n")
+    assert path.read_bytes().endswith(b"10.0.0.9\tdb\n")
