@@ -141,7 +141,7 @@ def test_conflicts_are_per_alias_in_alias_order_and_name_each_dependent_once() -
     third = sidecar("third", "a1:a")
     result = reconcile(Snapshot([a1, a2, b1, b2, web, side, third]), {}, LABEL)
     assert result.conflicts == (
-        # Owner first, then the sidecars by name; "web" and "third" agree, said once each.
+        # Dependents in the order their addresses were first seen, each named once.
         Conflict(cid("web"), "a", ("web", "third", "side"), ("10.0.1.1", "10.0.1.2")),
         Conflict(cid("web"), "b", ("web", "side"), ("10.0.2.1", "10.0.2.2")),
     )

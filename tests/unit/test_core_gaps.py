@@ -1,0 +1,284 @@
+"""Behaviour of hostsyncd/core/ that mutation testing (`make mutation`) found untested: each
+test pins a rule the other unit tests let change unnoticed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from builders import LINKS as LABEL
+from builders import cid, ctr, net
+
+from hostsyncd.core.graph import (
+    Snapshot,
+    files_of,
+    plan,
+    plan_all,
+    resolve,
+    waiting_dependents,
+)
+from hostsyncd.core.hostsblock import BEGIN, END, MAX_FIELD_BYTES, changes, own_addresses, untidy
+from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
+from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
+
+DB_LINE = HostLine("10.0.0.2", ("db",))
+
+
+# --- graph: plans -----------------------------------------------------------------------
+
+
+def test_a_plans_lines_keep_nothing_unless_asked() -> None:
+    stopped = ctr("db", net("n"), state="exited")
+    found = plan(Snapshot([stopped]), ctr("web", net("n"), links="db"), LABEL)
+    assert found is not None
+    kept = {"db": (DB_LINE,)}
+    assert found.lines(kept=kept) == []
+    assert found.lines(True, kept) == [DB_LINE]
+    # Memory of other aliases only: nothing to keep for this one.
+    assert found.lines(True, {"cache": (DB_LINE,)}) == []
+
+
+def test_a_files_lines_keep_each_dependents_own_memory_only_when_asked() -> None:
+    stopped = ctr("db", net("n"), state="exited")
+    web = ctr("web", net("n"), links="db")
+    side = ctr("side", network_mode="container:web", links="db")
+    snapshot = Snapshot([stopped, web, side])
+    (found,) = files_of(snapshot, plan_all(snapshot, LABEL).values()).values()
+    other = HostLine("10.0.0.3", ("db",))
+    kept = {cid("web"): {"db": (DB_LINE,)}, cid("side"): {"db": (other,)}}
+    assert found.lines(True, kept) == [DB_LINE, other]
+    assert found.lines(kept=kept) == []
+    assert found.lines(True) == []
+
+
+def test_a_file_lists_its_owner_first_then_its_sidecars_by_name() -> None:
+    # Listed in the opposite order, so only sorting puts them right.
+    z_side = ctr("z-side", network_mode="container:web", links="db")
+    a_side = ctr("a-side", network_mode="container:web", links="db")
+    web = ctr("web", net("n"), links="db")
+    for containers, names in (
+        ([z_side, a_side, web], ("web", "a-side", "z-side")),
+        ([a_side, web], ("web", "a-side")),
+    ):
+        snapshot = Snapshot([ctr("db", net("n", "10.0.0.2")), *containers])
+        (found,) = files_of(snapshot, plan_all(snapshot, LABEL).values()).values()
+        assert found.names == names
+        assert (found.owner, found.owner_name) == (cid("web"), "web")
+
+
+def test_a_running_replica_that_gives_no_address_does_not_hide_the_next_one() -> None:
+    """Replicas are tried in name order; one that cannot answer is skipped, not the end."""
+    stopped_ns = ctr("vpn", net("n", "10.0.0.8"), state="exited")
+    broken_first = {
+        "in a stopped namespace": ctr("p-db-1", network_mode="container:vpn",
+                                      project="p", service="db"),
+        "on the host network": ctr("p-db-1", net("host"), network_mode="host",
+                                   project="p", service="db"),
+        "detached": ctr("p-db-1", project="p", service="db"),
+    }
+    good = ctr("p-db-2", net("p_default", "10.0.1.3"), project="p", service="db")
+    web = ctr("web", net("p_default"), links="db", project="p", service="web")
+    for why, broken in broken_first.items():
+        found = plan(Snapshot([stopped_ns, broken, good, web]), web, LABEL)
+        assert found is not None
+        assert [ln.render() for ln in found.lines()] == ["10.0.1.3\tdb p-db-2"], why
+
+
+def test_resolve_alone_finds_a_sidecars_networks_through_its_namespace() -> None:
+    """Without `mine`, a sidecar's networks are its namespace owner's: the target's address
+    on the shared network wins over the first by name."""
+    vpn = ctr("vpn", net("b"))
+    side = ctr("side", network_mode="container:vpn", links="db")
+    db = ctr("db", net("a", "10.0.0.2"), net("b", "10.0.9.2"))
+    link = resolve(Snapshot([vpn, side, db]), side, LinkSpec("db", "db"))
+    assert link.lines == (HostLine("10.0.9.2", ("db",)),)
+    assert link.network == "b"
+
+
+def test_a_stopped_compose_replica_is_waited_for_by_its_projects_dependents() -> None:
+    replica = ctr("p-db-1", net("p_default"), state="exited", project="p", service="db")
+    web = ctr("web", net("p_default"), links="db", project="p", service="web")
+    snapshot = Snapshot([replica, web])
+    plans = plan_all(snapshot, LABEL)
+    assert waiting_dependents(snapshot, plans.values()) == {cid("p-db-1"): [plans[cid("web")]]}
+
+
+# --- graph: the snapshot ----------------------------------------------------------------
+
+
+def test_find_prefers_an_id_to_a_name() -> None:
+    owner = ctr("owner")
+    impostor = Container(id=cid("impostor"), name=owner.id, state="running")
+    assert Snapshot([impostor, owner]).find(owner.id) is owner
+
+
+def _remote(node: str, name: str, ipv4: str) -> Container:
+    return Container(id=cid(f"{node}:{name}"), name=name, state="running",
+                     endpoints=(Endpoint("macvlan0", "", ipv4),), node=node)
+
+
+def test_a_replaced_snapshot_keeps_the_node_and_its_remote_records() -> None:
+    web = ctr("web", net("n"), links="b/db")
+    snapshot = Snapshot([web], [_remote("b", "db", "192.0.2.7")], node="a")
+    new = snapshot.replaced(replace(web, state="paused"))
+    assert resolve(new, web, LinkSpec("db", "db", node="b")).lines == (
+        HostLine("192.0.2.7", ("db",)),)
+
+
+def test_a_container_with_a_service_label_but_no_project_is_no_compose_service() -> None:
+    """A bare name may leave this node unless a compose service here has it; a container
+    labelled with a service but no project is not one, before or after a replace."""
+    odd = ctr("odd", net("n"), service="db")
+    web = ctr("web", net("n"), links="db")
+    snapshot = Snapshot([odd, web], [_remote("b", "db", "192.0.2.7")], "a", bare_names=True)
+    for each in (snapshot, snapshot.replaced(replace(odd, state="paused"))):
+        (link,) = plan_all(each, LABEL)[cid("web")].links
+        assert link.lines == (HostLine("192.0.2.7", ("db",)),)
+
+
+# --- hostsblock -------------------------------------------------------------------------
+
+
+def test_own_addresses_are_empty_strings_when_absent() -> None:
+    assert own_addresses(b"", "web") == ("", "")
+    assert own_addresses(b"10.0.0.5\tweb other\n", "web") == ("", "")
+
+
+def test_own_addresses_skip_lines_that_are_no_address_and_go_on() -> None:
+    content = b"not-an-ip\tweb\n\xff\tweb\n10.0.0.5\tweb\n"
+    assert own_addresses(content, "web") == ("10.0.0.5", "")
+
+
+def test_own_addresses_skip_link_local_and_loopback_ipv6() -> None:
+    content = b"fd00::5\tweb\nfe80::1\tweb\n::1\tweb\n"
+    assert own_addresses(content, "web") == ("", "fd00::5")
+    assert own_addresses(b"fe80::1\tweb\n", "web") == ("", "")
+
+
+def test_own_addresses_of_a_non_ascii_host_name_never_raise() -> None:
+    # The name is the container's to choose; it can match no line Docker wrote.
+    assert own_addresses(b"10.0.0.5\tweb\n", "w\u00e9b") == ("", "")
+
+
+def test_untidy_is_nul_bytes_or_invalid_utf8() -> None:
+    assert untidy(b"a\0b")
+    assert untidy(b"10.0.0.2\t\xff\n")
+    assert not untidy("10.0.0.2\tcaf\u00e9\n".encode())
+    assert not untidy(b"127.0.0.1\tlocalhost\n")
+
+
+def _block(*lines: bytes) -> bytes:
+    return BEGIN + b"\n" + b"".join(ln + b"\n" for ln in lines) + END + b"\n"
+
+
+def test_changes_count_ours_by_the_first_name_after_the_one_tab() -> None:
+    before = _block(
+        b"10.0.0.1\tdb",  # kept
+        b"10.0.0.2\tdb a b",  # ours: the first name is an alias
+        b"10.0.0.3\tjunk\tdb",  # two tabs: not a line we render
+        b"10.0.0.4\tdb\tjunk",
+        b"10.0.0.5\tother db",  # db only second: not ours
+    )
+    after = _block(b"10.0.0.1\tdb")
+    assert changes(["db"], before, after) == ([], ["10.0.0.2\tdb a b"], 3)
+
+
+def test_changes_cut_at_exactly_max_field_bytes() -> None:
+    # Lines of 63 bytes plus their newline: 64 of them fill MAX_FIELD_BYTES to the byte.
+    count = MAX_FIELD_BYTES // 64
+    lines = [(b"10.0.%d.%d\t" % divmod(i, 256)).ljust(63, b"x") for i in range(count + 1)]
+    added, removed, foreign = changes([], b"", _block(*lines))
+    assert added == [ln.decode() for ln in lines[:count]] + ["... and 1 more"]
+    assert (removed, foreign) == ([], 0)
+    assert changes([], b"", _block(*lines[:count]))[0] == [ln.decode() for ln in lines[:count]]
+
+
+def test_changes_show_non_ascii_bytes_replaced() -> None:
+    assert changes([], b"", _block(b"10.0.0.1\tcaf\xc3\xa9"))[0] == ["10.0.0.1\tcaf\ufffd\ufffd"]
+
+
+# --- observed ---------------------------------------------------------------------------
+
+NET_A = Endpoint("a", cid("net:a"), "10.1.0.2")
+NET_B = Endpoint("b", cid("net:b"), "10.2.0.2")
+DB = cid("db")
+
+
+def db(state: str = "running", *endpoints: Endpoint) -> Container:
+    return Container(id=DB, name="db", state=state, endpoints=endpoints)
+
+
+def seen(state: ObservedState) -> Container | None:
+    return state.snapshot().by_id.get(DB)
+
+
+def test_a_fresh_state_is_an_empty_snapshot_without_a_cluster() -> None:
+    state = ObservedState()
+    assert state.snapshot().find("db") is None
+    assert state.cluster(None, ()) is False
+    assert state.cluster("a", ()) is True
+
+
+def test_an_override_lasts_until_exactly_the_ttl() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.stopped(DB, now=1.0)
+    state.listed([db("running", NET_A)], now=1.0 + OVERRIDE_TTL)
+    assert seen(state).state == "exited"
+    state.listed([db("running", NET_A)], now=1.5 + OVERRIDE_TTL)
+    assert seen(state).state == "running"
+
+
+def test_a_stop_exits_what_ran_and_leaves_other_states_alone() -> None:
+    for listed, after in (("running", "exited"), ("paused", "exited"),
+                          ("restarting", "exited"), ("created", "created")):
+        state = ObservedState()
+        state.listed([db(listed, NET_A)], now=0)
+        state.stopped(DB, now=1)
+        found = seen(state)
+        assert found is not None
+        assert found.state == after, listed
+        # Its networks stay, without addresses.
+        assert found.endpoints == (replace(NET_A, ipv4=""),)
+
+
+def test_events_for_an_unlisted_container_make_a_created_one() -> None:
+    state = ObservedState()
+    state.disconnected(DB, NET_A.network_id, now=1)
+    found = seen(state)
+    assert found is not None
+    assert (found.name, found.state, found.endpoints) == (DB[:12], "created", ())
+    state.stopped(DB, now=2)
+    assert seen(state).state == "created"
+
+
+def test_a_disconnect_from_a_network_the_list_never_showed_changes_nothing() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.disconnected(DB, NET_B.network_id, now=1)
+    assert seen(state) == db("running", NET_A)
+    # And the next list, agreeing, ends the override (its time is the event's).
+    state.listed([db("running", NET_A)], now=2)
+    assert seen(state) == db("running", NET_A)
+
+
+def test_a_connect_outlives_a_list_that_lags_behind_it() -> None:
+    state = ObservedState()
+    state.connected(DB, "db", NET_A, now=1)
+    state.listed([], now=2)  # not listed yet
+    assert seen(state) == db("running", NET_A)
+    state.listed([db("created")], now=3)  # listed, but not yet started
+    assert seen(state) == db("running", NET_A)
+    state.listed([db("running", NET_A)], now=4)
+    state.listed([db("exited")], now=5)  # agreed at 4: the override is gone
+    assert seen(state) == db("exited")
+
+
+def test_a_disconnect_outlives_a_list_that_still_shows_the_network() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A, NET_B)], now=0)
+    state.disconnected(DB, NET_B.network_id, now=1)
+    state.listed([db("running", NET_A, NET_B)], now=2)
+    assert seen(state) == db("running", NET_A)
+    state.listed([db("running", NET_A)], now=3)
+    state.listed([db("running", NET_A, NET_B)], now=4)  # reconnected: agreed at 3
+    assert seen(state) == db("running", NET_A, NET_B)
