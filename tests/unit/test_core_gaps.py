@@ -3,6 +3,7 @@ test pins a rule the other unit tests let change unnoticed."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 from builders import LINKS as LABEL
@@ -19,6 +20,7 @@ from hostsyncd.core.graph import (
 from hostsyncd.core.hostsblock import BEGIN, END, MAX_FIELD_BYTES, changes, own_addresses, untidy
 from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
 from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
+from hostsyncd.core.records import RecordError, parse_record, published, record_key
 
 DB_LINE = HostLine("10.0.0.2", ("db",))
 
@@ -282,3 +284,99 @@ def test_a_disconnect_outlives_a_list_that_still_shows_the_network() -> None:
     state.listed([db("running", NET_A)], now=3)
     state.listed([db("running", NET_A, NET_B)], now=4)  # reconnected: agreed at 3
     assert seen(state) == db("running", NET_A, NET_B)
+
+
+# --- records: what this node publishes, and why not -------------------------------------
+
+PUBLISH = "hostsyncd.publish"
+
+
+def _publishing(name: str, *endpoints: Endpoint, value: str = "true",
+                network_mode: str = "") -> Container:
+    return ctr(name, *endpoints, network_mode=network_mode, labels={PUBLISH: value})
+
+
+def test_a_record_is_compact_json_with_sorted_keys() -> None:
+    """Byte for byte: a peer compares values, and a record that moved its keys around would
+    be a put (and a watch event on every node) for nothing."""
+    db = _publishing("db", net("n", "10.0.0.2"))
+    records, _ = published(Snapshot([db]), PUBLISH, "a")
+    assert records == {"db": (
+        f'{{"id":"{db.id}","ipv4":"10.0.0.2","ipv6":"","name":"db","network":"n",'
+        '"networks":["n"],"node":"a"}').encode()}
+
+
+def test_why_a_container_is_not_published_is_said_exactly() -> None:
+    gone = _publishing("orphan", network_mode="container:" + cid("gone"))
+    hostly = _publishing("hostly", net("host"), network_mode="host")
+    bare = _publishing("bare", net("n"))
+    odd = _publishing("odd..name", net("n", "10.0.0.5"))
+    bogus = _publishing("bogus", net("n", "not-an-ip"))
+    long_value = "x" * 50
+    maybe = _publishing("maybe", net("n", "10.0.0.6"), value=long_value)
+    records, problems = published(
+        Snapshot([gone, hostly, bare, odd, bogus, maybe]), PUBLISH, "a")
+    assert records == {}
+    assert problems == {
+        gone.id: "not published: the container whose network it shares is gone",
+        hostly.id: "not published: it uses the host's network and has no address of its own",
+        bare.id: "not published: no address on any network",
+        odd.id: "not published: its name or network name is not plain (letters, digits, "
+                "'_', '.', '-'; no '..')",
+        bogus.id: "not published: peers refuse its address: not-an-ip is not an IP address",
+        maybe.id: f"label {PUBLISH}={'x' * 40!r}: expected true or false",
+    }
+
+
+def test_a_container_that_is_not_published_does_not_stop_the_next_one() -> None:
+    good = _publishing("good", net("n", "10.0.0.9"))
+    before = {
+        "unlabelled": ctr("quiet", net("n", "10.0.0.2")),
+        "not true": _publishing("off", net("n", "10.0.0.3"), value="no"),
+        "not false": _publishing("maybe", net("n", "10.0.0.4"), value="perhaps"),
+        "stopped": replace(_publishing("stopped", net("n", "10.0.0.5")), state="exited"),
+        "no address": _publishing("bare", net("n")),
+        "not plain": _publishing("odd..name", net("n", "10.0.0.6")),
+        "unusable": _publishing("lo", net("n", "127.0.0.2")),
+    }
+    for why, first in before.items():
+        records, _ = published(Snapshot([first, good]), PUBLISH, "a")
+        assert list(records) == ["good"], why
+
+
+def test_without_an_advertise_network_the_first_by_name_is_published() -> None:
+    db = _publishing("db", net("b", "10.0.0.3"), net("a", "10.0.0.2"))
+    records, problems = published(Snapshot([db]), PUBLISH, "a")
+    assert problems == {}
+    assert b'"network":"a"' in records["db"]
+
+
+def test_a_record_error_shows_a_key_of_up_to_120_characters_whole() -> None:
+    whole, cut = "k" * 120, "k" * 121
+    assert str(RecordError(whole, "why")) == f"ignored cluster record {whole!r}: why"
+    assert str(RecordError(cut, "why")) == f"ignored cluster record {'k' * 117 + '...'!r}: why"
+
+
+def _parse(**fields: object) -> Container | RecordError:
+    data = {"node": "b", "name": "db", **fields}
+    return parse_record("/h", record_key("/h", "b", "db"), json.dumps(data).encode())
+
+
+def test_a_record_without_ipv6_has_none() -> None:
+    found = _parse(ipv4="192.0.2.7")
+    assert isinstance(found, Container)
+    assert found.endpoints == (Endpoint("", "", "192.0.2.7", ""),)
+
+
+def test_a_record_with_a_field_of_another_type_says_which_must_be_strings() -> None:
+    found = _parse(ipv4="192.0.2.7", network=7)
+    assert found == RecordError(record_key("/h", "b", "db"),
+                                "id, network, ipv4 and ipv6 must be strings")
+
+
+def test_an_ipv6_address_with_a_zone_is_refused() -> None:
+    """`ipaddress` takes anything after a '%' as a zone; a hosts file line would carry it."""
+    assert _parse(ipv6="2001:db8::1%eth0") == RecordError(
+        record_key("/h", "b", "db"), "ipv6 is not an IPv6 address")
+    assert _parse(ipv4="192.0.2.\u0667") == RecordError(
+        record_key("/h", "b", "db"), "ipv4 is not an IPv4 address")
