@@ -18,6 +18,13 @@ from hostsyncd.core.graph import (
     waiting_dependents,
 )
 from hostsyncd.core.hostsblock import BEGIN, END, MAX_FIELD_BYTES, changes, own_addresses, untidy
+from hostsyncd.core.links import (
+    MAX_LABEL_CHARS,
+    SpecError,
+    is_docker_name,
+    parse_links,
+    parse_spec,
+)
 from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
 from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
 from hostsyncd.core.records import RecordError, parse_record, published, record_key
@@ -380,3 +387,53 @@ def test_an_ipv6_address_with_a_zone_is_refused() -> None:
         record_key("/h", "b", "db"), "ipv6 is not an IPv6 address")
     assert _parse(ipv4="192.0.2.\u0667") == RecordError(
         record_key("/h", "b", "db"), "ipv4 is not an IPv4 address")
+
+
+# --- links: each refusal says why -------------------------------------------------------
+
+REASONS = {
+    "db\u00e9": "non-ASCII character",
+    "d\x00b": "control character",
+    "db#x": "'#' is not allowed",
+    "/db": "'/' must separate one node name from the target",
+    "b/": "'/' must separate one node name from the target",
+    "a/b/db": "'/' must separate one node name from the target",
+    "-a/db": "node is not a valid node name",
+    "db@": "'@' must be followed by one network name",
+    "db@n@m": "'@' must be followed by one network name",
+    "db@-n": "network is not a valid network name",
+    ":db": "empty target",
+    "db:": "':' must be followed by one alias",
+    "db:a:b": "':' must be followed by one alias",
+    "-db": "target is not a valid container name",
+    "db:-a": "alias is not a valid host name",
+    "c" * 64: "alias is not a valid host name",  # a Docker name, not a host name
+    "a" * 254 + "/db": "node is not a valid node name",
+}
+
+
+def test_each_refused_spec_says_exactly_why() -> None:
+    """The reason is what the log and `status` show the label's author."""
+    for text, reason in REASONS.items():
+        assert parse_spec(text) == SpecError(text, reason), text
+
+
+def test_docker_names_are_up_to_253_characters() -> None:
+    assert parse_spec("a" * 253 + "/db") == LinkSpec("db", "db", node="a" * 253)
+    assert is_docker_name("a" * 253) and not is_docker_name("a" * 254)
+
+
+def test_a_spec_error_shows_a_spec_of_up_to_80_characters_whole() -> None:
+    whole, cut = "x" * 80, "x" * 81
+    assert str(SpecError(whole, "why")) == f"invalid link spec {whole!r}: why"
+    assert str(SpecError(cut, "why")) == f"invalid link spec {'x' * 77 + '...'!r}: why"
+
+
+def test_a_label_cut_at_a_separator_keeps_its_last_spec() -> None:
+    too_long = f"label longer than {MAX_LABEL_CHARS} chars"
+    at_separator = " " * (MAX_LABEL_CHARS - 2) + "db cache"
+    assert parse_links(at_separator) == (
+        (LinkSpec("db", "db"),), (SpecError(" " * 40 + "...", too_long),))
+    # Cut inside "cd": neither "c" nor anything after it, but every whole spec before.
+    inside = " " * (MAX_LABEL_CHARS - 5) + "a b,cd"
+    assert parse_links(inside)[0] == (LinkSpec("a", "a"), LinkSpec("b", "b"))
