@@ -3,6 +3,7 @@ test pins a rule the other unit tests let change unnoticed."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import replace
 
@@ -27,7 +28,13 @@ from hostsyncd.core.links import (
 )
 from hostsyncd.core.model import Container, Endpoint, HostLine, LinkSpec
 from hostsyncd.core.observed import OVERRIDE_TTL, ObservedState
-from hostsyncd.core.records import RecordError, parse_record, published, record_key
+from hostsyncd.core.records import (
+    RecordError,
+    parse_record,
+    published,
+    record_key,
+    unusable_address,
+)
 
 DB_LINE = HostLine("10.0.0.2", ("db",))
 
@@ -437,3 +444,38 @@ def test_a_label_cut_at_a_separator_keeps_its_last_spec() -> None:
     # Cut inside "cd": neither "c" nor anything after it, but every whole spec before.
     inside = " " * (MAX_LABEL_CHARS - 5) + "a b,cd"
     assert parse_links(inside)[0] == (LinkSpec("a", "a"), LinkSpec("b", "b"))
+
+
+# --- records: each refused record says why ----------------------------------------------
+
+_KEY = record_key("/h", "b", "db")
+_REFUSED: list[tuple[str, bytes, str]] = [
+    (_KEY, b'{"node":"b","name":"db","ipv4":"192.0.2.7","id":"xyz"}',
+     "id is not 64 hex digits"),
+    (_KEY, b'{"node":"b","name":"db","ipv4":"192.0.2.7","network":"a..b"}',
+     "network is not a plain name"),
+    (_KEY, b'{"node":"b","name":"db","ipv4":""}', "no address"),
+    (_KEY, b'{"node":"b","name":"db","ipv4":"300.1.1.1"}', "ipv4 is not an IPv4 address"),
+    (_KEY, b'{"node":"b","name":"db","ipv6":"zz::"}', "ipv6 is not an IPv6 address"),
+    (_KEY, b'{"node":"b","name":"db","ipv6":"::"}', "ipv6 is an unspecified address"),
+    (_KEY, b'{"node":"b","name":"db","ipv6":"::1"}', "ipv6 is a loopback address"),
+    (_KEY, b'{"node":"c","name":"db","ipv4":"192.0.2.7"}',
+     "node or name in the value does not match the key"),
+    (_KEY, b"{", "value is not JSON"),
+    (_KEY, b"[]", "value is not a JSON object"),
+    ("/h/nodes/b/db", b"{}", "not a <prefix>/nodes/<node>/containers/<name> key"),
+    ("/h/nodes/a..b/containers/db", b"{}", "node or container name is not a plain name"),
+]
+
+
+def test_each_refused_record_says_exactly_why() -> None:
+    """The reason is logged once per node and name: it has to say what is wrong."""
+    for key, value, reason in _REFUSED:
+        assert parse_record("/h", key, value) == RecordError(key, reason), value
+
+
+def test_an_ipv6_address_above_the_ipv4_compatible_range_is_no_embedded_ipv4() -> None:
+    # ::1:7f00:1 has bit 32 set: not ::a.b.c.d, so not 127.0.0.1 in disguise.
+    assert unusable_address(ipaddress.IPv6Address("::1:7f00:1")) == ""
+    assert unusable_address(ipaddress.IPv6Address("::7f00:1")) == (
+        "a loopback address inside an IPv6 address")
