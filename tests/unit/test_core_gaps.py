@@ -11,14 +11,26 @@ from builders import LINKS as LABEL
 from builders import cid, ctr, net
 
 from hostsyncd.core.graph import (
+    UNMANAGED_MOUNT,
+    UNMANAGED_NO_OWNER,
+    Problem,
     Snapshot,
+    _LabelCache,
     files_of,
     plan,
     plan_all,
     resolve,
     waiting_dependents,
 )
-from hostsyncd.core.hostsblock import BEGIN, END, MAX_FIELD_BYTES, changes, own_addresses, untidy
+from hostsyncd.core.hostsblock import (
+    BEGIN,
+    END,
+    MAX_FIELD_BYTES,
+    changes,
+    own_addresses,
+    strip_block,
+    untidy,
+)
 from hostsyncd.core.links import (
     MAX_LABEL_CHARS,
     SpecError,
@@ -479,3 +491,72 @@ def test_an_ipv6_address_above_the_ipv4_compatible_range_is_no_embedded_ipv4() -
     assert unusable_address(ipaddress.IPv6Address("::1:7f00:1")) == ""
     assert unusable_address(ipaddress.IPv6Address("::7f00:1")) == (
         "a loopback address inside an IPv6 address")
+
+
+# --- graph: what the second run left ----------------------------------------------------
+
+
+def test_a_label_cache_keeps_its_byte_count_through_evictions() -> None:
+    cost = 2 * 3 + 256  # what one three-character label costs
+    cache = _LabelCache(max_bytes=2 * cost)
+    for value in ("aaa", "bbb", "ccc", "ddd"):
+        cache(value)
+        assert cache.size == cost * len(cache) <= 2 * cost
+    assert set(cache._entries) == {"ccc", "ddd"}
+    # A label costing exactly the whole budget is still cached.
+    exact = _LabelCache(max_bytes=cost)
+    exact("aaa")
+    assert (len(exact), exact.size) == (1, cost)
+
+
+def test_bare_names_stay_local_unless_asked() -> None:
+    web = ctr("web", net("n"), links="db")
+    (link,) = plan_all(Snapshot([web], [_remote("b", "db", "192.0.2.7")], "a"),
+                       LABEL)[cid("web")].links
+    assert link.problem is Problem.BARE_REMOTE
+
+
+def test_a_replica_not_on_the_pinned_network_does_not_hide_the_next_one() -> None:
+    first = ctr("p-db-1", net("other", "10.0.2.2"), project="p", service="db")
+    second = ctr("p-db-2", net("pinned", "10.0.1.3"), project="p", service="db")
+    web = ctr("web", net("pinned"), links="db@pinned", project="p", service="web")
+    found = plan(Snapshot([first, second, web]), web, LABEL)
+    assert found is not None
+    assert [ln.render() for ln in found.lines()] == ["10.0.1.3\tdb p-db-2"]
+
+
+def test_a_link_naming_this_node_skips_the_compose_service() -> None:
+    """`node/target` names a container, never a service, even when the node is this one."""
+    replica = ctr("p-db-1", net("n", "10.0.1.2"), project="p", service="db")
+    named = ctr("db", net("n", "10.0.0.2"))
+    web = ctr("web", net("n"), links="a/db", project="p", service="web")
+    (link,) = plan_all(Snapshot([replica, named, web], (), "a"), LABEL)[cid("web")].links
+    assert link.lines == (HostLine("10.0.0.2", ("db",)),)
+
+
+def test_a_sidecar_whose_namespace_owner_is_gone_has_no_file_to_write() -> None:
+    orphan = ctr("orphan", network_mode="container:" + cid("gone"), links="db")
+    snapshot = Snapshot([ctr("db", net("n", "10.0.0.2")), orphan])
+    found = plan(snapshot, orphan, LABEL)
+    assert found is not None
+    assert found.unmanaged == UNMANAGED_NO_OWNER
+    assert (found.hosts_file, found.hosts_file_owner) == (orphan.id, "orphan")
+    # Its links still resolve (for status and graph), on no network of its own.
+    assert found.links[0].lines == (DB_LINE,)
+    assert resolve(snapshot, orphan, LinkSpec("db", "db")).lines == (DB_LINE,)
+
+
+def test_a_sidecar_reads_a_mounted_hosts_file_if_it_or_its_owner_mounts_one() -> None:
+    owner = ctr("web", net("n"))
+    db = ctr("db", net("n", "10.0.0.2"))
+    for mounts, side_mounts in ((True, False), (False, True)):
+        side = replace(ctr("side", network_mode="container:web", links="db"),
+                       hosts_mounted=side_mounts)
+        found = plan(Snapshot([db, replace(owner, hosts_mounted=mounts), side]), side, LABEL)
+        assert found is not None
+        assert found.unmanaged == UNMANAGED_MOUNT, (mounts, side_mounts)
+        assert (found.hosts_file, found.hosts_file_owner) == (owner.id, "web")
+
+
+def test_debris_after_an_empty_block_goes_with_it() -> None:
+    assert strip_block(b"a\n" + BEGIN + b"\n" + END + b"\n\n\0\n") == b"a\n"
