@@ -106,8 +106,11 @@ def test_full_disk_keeps_the_file_logs_once_and_retries(
         wait_until(block_is(path, lines), timeout=RETRY + 3, what="the retried write")
         recovered = time.monotonic() - freed
         assert containers.hosts_bytes(dep) == path.read_bytes()
-        resolved = [e for e in d.logs() if e["event"] == "problem resolved"
-                    and e.get("container_name") == dep]  # fmt: skip
+        # The write error is said to be over once the retry lands (logged just after the
+        # write, so waited for rather than read once).
+        resolved = [d.wait_log(lambda e: e["event"] == "problem resolved"
+                               and e.get("container_name") == dep,
+                               timeout=5, what="the write error resolved")]  # fmt: skip
         results.update(
             fault="ENOSPC while writing (tmpfs filled up)",
             tried=1, survived=1 if d.alive() else 0,

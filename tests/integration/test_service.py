@@ -185,8 +185,11 @@ def test_sigterm_sends_stopping_and_exits_cleanly(containers, daemon, notify):
     notify.wait_for("READY=1")
     started = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)
-    assert d.proc.wait(5) == 0
-    assert time.monotonic() - started < 5
+    # The wait is only a backstop: the exit must come within 5 s, which the duration
+    # checks (a wait(5) alone would raise before a slow exit could be measured).
+    assert d.proc.wait(10) == 0
+    took = time.monotonic() - started
+    assert took < 5, f"SIGTERM to exit took {took:.1f} s"
     notify.collect(0.2)
     assert notify.sent("STOPPING=1")
 

@@ -308,14 +308,15 @@ def test_target_in_namespace_of_a_stopped_container_has_no_line() -> None:
     app = ctr("app", network_mode="container:vpn")
     p = plan_for([owner, app, ctr("dep", links="app")], "dep")
     assert p.lines() == []
-    assert not p.links[0].resolved
+    # The target runs, but the namespace it lives in has no address: a stopped target.
+    assert p.links[0].problem is Problem.NOT_RUNNING
 
 
 def test_target_in_namespace_of_a_missing_container_has_no_line() -> None:
     app = ctr("app", network_mode="container:gone")
     p = plan_for([app, ctr("dep", links="app")], "dep")
     assert p.lines() == []
-    assert p.links[0].problem is not None
+    assert p.links[0].problem is Problem.MISSING
 
 
 def test_namespace_cycle_terminates_without_lines() -> None:
@@ -323,7 +324,8 @@ def test_namespace_cycle_terminates_without_lines() -> None:
     b = ctr("b", network_mode="container:a")
     p = plan_for([a, b, ctr("dep", links="a")], "dep")
     assert p.lines() == []
-    assert p.links[0].problem is not None
+    # A cycle has no owner at its end, as if the namespace's owner were gone.
+    assert p.links[0].problem is Problem.MISSING
 
 
 def test_target_on_host_network_has_no_line() -> None:

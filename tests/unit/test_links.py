@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from hostsyncd.core.links import (
     MAX_LABEL_CHARS,
+    MAX_SPECS,
     SpecError,
     is_host_name,
     parse_links,
@@ -248,9 +249,10 @@ def test_label_cut_at_the_length_limit_never_yields_a_truncated_spec() -> None:
     """A label longer than the limit is cut; the spec the cut falls into must not survive
     as a shorter, different name (it would link to a container nobody asked for)."""
     value = " " * (MAX_LABEL_CHARS - 4) + "database"
-    specs, errors = parse_links(value)
-    assert errors, "an over-long label must be reported"
-    assert LinkSpec("data", "data") not in specs, specs
+    # Not even a prefix of "database" ("data") survives the cut; the length is reported.
+    assert parse_links(value) == (
+        (), (SpecError(" " * 40 + "...", f"label longer than {MAX_LABEL_CHARS} chars"),)
+    )
 
 
 def test_label_exactly_at_the_limit_is_parsed_whole() -> None:
@@ -260,9 +262,15 @@ def test_label_exactly_at_the_limit_is_parsed_whole() -> None:
 
 
 def test_huge_label_does_not_raise_and_stays_bounded() -> None:
-    specs, errors = parse_links(",".join(f"c{i}" for i in range(5000)))
-    assert 0 < len(specs) <= 256
-    assert errors
+    value = ",".join(f"c{i}" for i in range(5000))
+    specs, errors = parse_links(value)
+    # The length error counts against MAX_SPECS too: 255 specs, in label order, then the
+    # 256th token is refused and parsing stops.
+    assert specs == tuple(LinkSpec(f"c{i}", f"c{i}") for i in range(MAX_SPECS - 1))
+    assert errors == (
+        SpecError(value[:40] + "...", f"label longer than {MAX_LABEL_CHARS} chars"),
+        SpecError(f"c{MAX_SPECS - 1}", f"more than {MAX_SPECS} specs in one label"),
+    )
 
 
 def test_linkspec_str_round_trips() -> None:
