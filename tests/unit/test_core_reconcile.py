@@ -111,8 +111,10 @@ def test_an_ambiguous_link_names_its_candidates_and_no_other_skip_does() -> None
 
 
 def test_routine_reasons_are_those_of_containers_coming_and_going() -> None:
+    # Waiting for health too: every start of a target with a healthcheck goes through it.
     assert {p for p in Problem if Skip("x", "db", p).routine} == ROUTINE == {
-        Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED, Problem.DETACHED}
+        Problem.MISSING, Problem.NOT_RUNNING, Problem.NOT_PUBLISHED, Problem.DETACHED,
+        Problem.WAITING_HEALTH}
 
 
 # --- conflicts --------------------------------------------------------------------------
