@@ -281,7 +281,7 @@ class Daemon:
             self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
-        need_list, known = self.reconciler.apply_events(events) if events else (False, False)
+        need_list, freed = self.reconciler.apply_events(events) if events else (False, False)
         self.reconciler.drifted(drifted)
         # Propagation is timed from the oldest event of the batch (stats.py).
         since = min((event.received for event in events), default=None)
@@ -289,10 +289,8 @@ class Daemon:
             self._full_resync(since)
         elif events or early or remote_changed:
             if need_list and self.engine_link.connected:
-                if known:
-                    # What the events already say (a freed address, a connect's endpoint)
-                    # is written first, then the list; an incremental pass costs only the
-                    # dependents it touches.
+                if freed:
+                    # The freed address out first, then the list.
                     self.reconciler.reconcile(since=since)
                 self.reconciler.refresh()
             self.reconciler.reconcile(since=since)

@@ -167,11 +167,9 @@ class Reconciler:
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:
         """Fold events into the observed state. Returns (a list call is needed to finish,
-        the events already say enough to write now): a freed address must leave the files
-        before the list call, since the next container to start may take it, and a
-        connect's endpoint must not wait for a list that a `start` in the same batch asks
-        for (the engine edge resolves the connect first, so the two often arrive together)."""
-        need_list = known = False
+        an address was freed): a freed address must leave the files before the list call,
+        since the next container to start may take it."""
+        need_list = freed = False
         for event in events:
             now = self.clock()
             self.stats.events += 1
@@ -184,7 +182,6 @@ class Reconciler:
                 if event.endpoint is not None:
                     self.observed.connected(event.container_id, event.member_name,
                                             event.endpoint, now)
-                    known = True
                 else:
                     need_list = True
                 self._queue(event.container_id, now)
@@ -193,7 +190,7 @@ class Reconciler:
                 # `die`, and `docker stop` returns right after.
                 self.observed.disconnected(event.container_id, event.network_id, now)
                 self._queue(event.container_id, now)
-                need_list = known = True
+                need_list = freed = True
             elif event.action == "health_status":
                 # The event carries the new status; the list would only repeat it, and a
                 # link waiting for health should not wait for a list call too.
@@ -204,7 +201,7 @@ class Reconciler:
             elif event.action in ("die", "destroy"):
                 # Drop the lines now, before the freed address can go to someone else.
                 self.observed.stopped(event.container_id, now)
-                need_list = known = True
+                need_list = freed = True
             elif event.action == "rename" and event.container_name:
                 # The list may show both names for a while, even after this event: the
                 # event says which one is current.
@@ -215,7 +212,7 @@ class Reconciler:
                 if event.action == "start":
                     self._queue(event.container_id, now)
                 need_list = True
-        return need_list, known
+        return need_list, freed
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its

@@ -59,27 +59,3 @@ def test_a_rename_event_beats_the_list_that_follows_it_with_both_names(tmp_path:
     rec.reconcile()
     assert b"10.0.0.9\tdb\n" in web.read_bytes()
     assert b"10.0.0.9" not in ops.read_bytes()
-
-
-def test_a_connect_resolved_by_the_engine_edge_is_written_before_the_list(
-        tmp_path: Path) -> None:
-    """A connect (endpoint resolved) and the `start` behind it arrive in one batch; the start
-    asks for a list, and the connect's address must not wait for it."""
-    db = Container(cid("db"), "db", "exited", endpoints=(net("bridge", ""),))
-    web = _dependent("web", "db")
-    for c in (db, web):
-        (tmp_path / c.id).mkdir()
-        (tmp_path / c.id / "hosts").write_bytes(BASE)
-    engine = ListingEngine([db, web])
-    rec = Reconciler(Config.model_validate({}), engine, HostsWriter(tmp_path), NullLog())  # type: ignore[arg-type]
-    rec.refresh()
-    rec.reconcile(verify_all=True)
-    connect = EngineEvent("network", "connect", cid("db"), network_id=DB_NET.network_id,
-                          endpoint=DB_NET, member_name="db")
-    start = EngineEvent("container", "start", cid("db"))
-    assert rec.apply_events([connect, start]) == (True, True)
-    # The pass the daemon runs before the list call writes the address already.
-    assert rec.reconcile().written == 1
-    assert b"10.0.0.9\tdb\n" in (tmp_path / web.id / "hosts").read_bytes()
-    # A start alone says nothing to write before the list.
-    assert rec.apply_events([start]) == (True, False)
