@@ -152,13 +152,20 @@ def test_sidecar_forgery_across_a_daemon_restart(
     watch = AddressWatch(path, forged).start()
     forgeries = 0
     done = threading.Event()
+    ready = threading.Event()
     errors: list[BaseException] = []
 
     def forge() -> None:
         nonlocal forgeries
         try:
-            deadline = time.monotonic() + 4
-            while time.monotonic() < deadline:
+            # Through the daemon's start (slow on a loaded machine: a CI run saw no report
+            # when it was ready late in a fixed 4 s), and then long enough for the fast
+            # path's probes, its backoff and the report's grace.
+            cap = time.monotonic() + 20
+            until: float | None = None  # 3 s after the daemon is ready
+            while time.monotonic() < (until if until is not None else cap):
+                if until is None and ready.is_set():
+                    until = time.monotonic() + 3
                 address = forged[forgeries % len(forged)]
                 containers.exec(side, "sh", "-c", rebuild_lookalike(address, short_id))
                 forgeries += 1
@@ -173,11 +180,15 @@ def test_sidecar_forgery_across_a_daemon_restart(
         d2 = daemon.start(on_target_stop=mode, level="info")
         forger.start()
         d2.wait_log(lambda e: e.get("event") == "ready", timeout=15, what="ready")
-        done.wait(15)
+        ready.set()
+        done.wait(25)
         forger.join(5)
         time.sleep(0.5)
         still = wait_until(block_is(path, held), what="web's block unchanged by the forgery",
                            show=lambda: read(path))
+        # Said while db is stopped: a start would make it moot (the daemon then drops it).
+        wait_until(lambda: forgery_reports(d2, db), timeout=10,
+                   what="the forgery reported while db is stopped")
         containers.start(db)
         real = containers.ip(db, net.name)
         wait_until(block_is(path, [line(real, db)]), what="db's engine address after its start")
