@@ -26,6 +26,7 @@ import re
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from hostsyncd.config import ClusterConfig
 from hostsyncd.core.graph import RemoteIndex
 from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container
+from hostsyncd.core.persistent import PersistentMap
 from hostsyncd.core.records import (
     RecordError,
     nodes_prefix,
@@ -59,6 +61,9 @@ MAX_REJECTED_LISTED = 20
 # A clean shutdown gives the lease revoke at most this long: etcd being away must not hold
 # up a stop, and the records expire with the lease anyway.
 REVOKE_TIMEOUT = 2.0
+# Changes of other nodes' records remembered by name, for the daemon to plan only the
+# dependents that link to them; a daemon further behind than this plans everything.
+MAX_CHANGES_KEPT = 4096
 
 
 def read_remote(config: ClusterConfig) -> tuple[Container, ...]:
@@ -90,12 +95,15 @@ class RemoteView:
         self.remote: dict[str, Container] = {}
         # The same records indexed as a Snapshot looks them up, kept up to date here, so
         # a change does not cost indexing them all again (see index()).
-        self.by_key: dict[tuple[str, str], Container] = {}
-        self.by_name: dict[str, list[Container]] = {}
+        self.by_key: PersistentMap[tuple[str, str], Container] = PersistentMap()
+        self.by_name: PersistentMap[str, list[Container]] = PersistentMap()
         # Each node's record names, sorted, for the state file: kept here too, so that
         # writing the state costs no sort of every record.
         self.names: dict[str, list[str]] = {}
         self.version = 0
+        # The names changed by the last versions, oldest first, so the daemon can plan
+        # only the dependents that link to them (see changed_since).
+        self._changed: deque[tuple[int, str]] = deque(maxlen=MAX_CHANGES_KEPT)
         self.per_node: dict[str, int] = {}
         self.over_cap: dict[str, int] = {}  # node: records ignored over its cap
         self.rejected: dict[bytes, str] = {}  # digest of the key: why
@@ -108,12 +116,32 @@ class RemoteView:
         return tuple(sorted(self.remote.values(), key=lambda c: (c.node, c.name)))
 
     def index(self) -> RemoteIndex:
-        """A read-only copy of the index, for the daemon's thread: two dict copies (the
-        lists are replaced, never changed in place, so sharing them is safe)."""
-        return RemoteIndex(self.version, dict(self.by_key), dict(self.by_name))
+        """The index as it is now, for the daemon's thread: the maps are persistent (a
+        change makes new ones) and the lists are replaced, never changed in place, so
+        handing them over costs no copy."""
+        return RemoteIndex(self.version, self.by_key, self.by_name)
+
+    def follow(self, before: RemoteView) -> None:
+        """This view (read afresh) replaces `before`: its versions go on from before's,
+        with no names to say what changed, so a reader of `before` plans everything."""
+        self.version = before.version + 1
+        self._changed.clear()
+
+    def changed_since(self, version: int) -> frozenset[str] | None:
+        """The names whose records changed after `version`; None if that is further back
+        than the last MAX_CHANGES_KEPT changes (or ahead of this view: another view)."""
+        if version > self.version:
+            return None
+        if version == self.version:
+            return frozenset()
+        if not self._changed or self._changed[0][0] > version + 1:
+            return None  # forgotten, or a new view (its history starts after `version`)
+        newer = itertools.takewhile(lambda change: change[0] > version, reversed(self._changed))
+        return frozenset(name for _, name in newer)
 
     def _indexed(self, found: Container | None, gone: Container | None) -> None:
         self.version += 1
+        self._changed.append((self.version, (found or gone).name))  # type: ignore[union-attr]
         if found is None and gone is not None:
             names = self.names[gone.node]
             del names[bisect.bisect_left(names, gone.name)]
@@ -122,16 +150,14 @@ class RemoteView:
         elif found is not None and gone is None:
             bisect.insort(self.names.setdefault(found.node, []), found.name)
         if gone is not None:
-            del self.by_key[gone.node, gone.name]
+            self.by_key = self.by_key.without((gone.node, gone.name))
             left = [c for c in self.by_name.get(gone.name, ()) if c.node != gone.node]
-            if left:
-                self.by_name[gone.name] = left
-            else:
-                self.by_name.pop(gone.name, None)
+            self.by_name = self.by_name.set(gone.name, left) if left \
+                else self.by_name.without(gone.name)
         if found is not None:
-            self.by_key[found.node, found.name] = found
+            self.by_key = self.by_key.set((found.node, found.name), found)
             same = [c for c in self.by_name.get(found.name, ()) if c.node != found.node]
-            self.by_name[found.name] = sorted([*same, found], key=_by_node)
+            self.by_name = self.by_name.set(found.name, sorted([*same, found], key=_by_node))
 
     def put(self, kv: dict[str, Any]) -> bool:
         """A key's new value (from a range read or a watch); True if the view changed."""
@@ -294,10 +320,11 @@ class Cluster:
                 self._desired_version += 1
                 self._lock.notify_all()
 
-    def remote_records(self) -> RemoteIndex:
-        """Other nodes' records, indexed for a Snapshot (see graph.RemoteIndex)."""
+    def remote_records(self, since: int = -1) -> tuple[RemoteIndex, frozenset[str] | None]:
+        """Other nodes' records, indexed for a Snapshot (see graph.RemoteIndex), and the
+        names that changed after version `since` (None: not known)."""
         with self._lock:
-            return self._view.index()
+            return self._view.index(), self._view.changed_since(since)
 
     def rejected(self) -> dict[str, str]:
         """Problems with other nodes' records, each meant to be reported once."""
@@ -559,6 +586,9 @@ class Cluster:
             self._say_once("paged", "etcd range read paged", pages=pages)
         with self._lock:
             changed = view.state() != self._view.state()
+            # Versions go on from the old view's, with no names to say what changed: a
+            # daemon that took the old view plans everything once.
+            view.follow(self._view)
             self._view = view
         if changed:
             self.on_change()

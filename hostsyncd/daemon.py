@@ -98,6 +98,7 @@ class Daemon:
         self._watcher: HostsWatcher | None = None
         self.fastpath: StartFastPath | None = None
         self.cluster: Cluster | None = None
+        self._remote_version = -1  # the version of the remote records last taken
         self.metrics: TextfileWriter | None = None
         self._next_metrics = 0.0
 
@@ -163,6 +164,7 @@ class Daemon:
     def _start_cluster(self) -> None:
         cfg = self.config.cluster
         self.cluster = Cluster(cfg, lambda: self.hints.put(Signal.CLUSTER), self.log)
+        self._remote_version = -1  # a new cluster's versions say nothing about the last's
         self.reconciler.publisher = self.cluster.publish
         self.reconciler.observed.cluster(cfg.node, ())
         self.log.info("cluster enabled", node=cfg.node, endpoints=cfg.endpoints,
@@ -178,9 +180,11 @@ class Daemon:
         of health alone only needs the state file rewritten)."""
         assert self.cluster is not None
         self.reconciler.problems.set("cluster/records", self.cluster.rejected())
-        return self.reconciler.observed.cluster(self.config.cluster.node,
-                                                self.cluster.remote_records(),
-                                                self.config.cluster.resolve_bare_names)
+        remote, changed = self.cluster.remote_records(since=self._remote_version)
+        self._remote_version = remote.version
+        return self.reconciler.observed.cluster(self.config.cluster.node, remote,
+                                                self.config.cluster.resolve_bare_names,
+                                                changed)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():

@@ -1,10 +1,11 @@
 """Turn hints into writes: recompute what every dependent's file should hold, write the ones
 that differ. Events only say *that* something changed; the snapshot says what is true.
 
-Two costs, kept apart: a *pass* re-plans every dependent from the snapshot (after engine
-events, at resync); a *repair* only re-applies the plans already made to the files that
-are due (a file someone wrote, a retry). A container rewriting its own file therefore never
-costs the fleet a pass, and one that keeps doing it is backed off on its own.
+Two costs, kept apart: a *pass* re-plans the dependents that the changes since the last
+one touch (every dependent at resync); a *repair* only re-applies the plans already made
+to the files that are due in the work queue (a file someone wrote, a retry). A container
+rewriting its own file therefore never costs a pass, and one that keeps doing it is backed
+off on its own (core/workqueue.py: one queue of hosts files, rate-limited per file).
 
 Every field logged or kept about a write carries only lines hostsyncd rendered, cut at
 MAX_FIELD_BYTES, plus a count of whatever else was removed: the file is the container's,
@@ -16,7 +17,6 @@ Imports: config, core, engine, fastpath, problems, state, stats, watcher, writer
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +28,7 @@ from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.reconcile import Kept, Result, file_block, transform
 from hostsyncd.core.reconcile import reconcile as decide
 from hostsyncd.core.records import published
+from hostsyncd.core.workqueue import Retry, WorkQueue
 from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
 from hostsyncd.problems import ProblemLog
@@ -36,20 +37,8 @@ from hostsyncd.stats import PassKind, Stats, WriteFailure, WriteKind
 from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
-# Seconds before a file that was being rewritten by someone else is looked at again.
-RACE_RETRY = 0.02
-# Seconds of quiet after a write without a close before the file is checked anyway (the
-# NOTES saw one Docker rewrite with no close event).
-QUIET = 0.1
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
-# A dependent whose block had to be put back this often within FIGHT_WINDOW seconds, with
-# no engine event to explain it, is fighting us: from then on its file is repaired at a
-# falling rate (FIGHT_FIRST_BACKOFF doubling up to FIGHT_MAX_BACKOFF), and not watched.
-FIGHT_REPAIRS = 30
-FIGHT_WINDOW = 10.0
-FIGHT_FIRST_BACKOFF = 0.5
-FIGHT_MAX_BACKOFF = 10.0
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
 # The HostsPath cache's mark for a container that shares another's hosts file (Podman).
@@ -62,12 +51,6 @@ _SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict
 class PassResult:
     written: int = 0
     failed: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Fight:
-    repairs: deque[float] = field(default_factory=lambda: deque(maxlen=FIGHT_REPAIRS))
-    backoff: float = 0.0  # 0: not fighting
 
 
 class Reconciler:
@@ -102,15 +85,11 @@ class Reconciler:
         # The last decision: the next pass plans only what the changes since then touch.
         self._decided: Result | None = None
         self._conflicted: set[str] = set()
-        # The one work queue: dependent id -> when its file is next looked at.
-        self._due: dict[str, float] = {}
-        # Dependents queued only because their file was written (no event to explain it).
-        self._drifted: set[str] = set()
-        self._races: dict[str, int] = {}
-        self._fights: dict[str, _Fight] = {}
+        # The one work queue: each hosts file (by its owner's id), when it is next looked
+        # at and why, with a rate-limited requeue per file (races, failures, fights).
+        self.queue = WorkQueue()
         # Stopped targets whose file held an own entry the engine did not confirm.
         self._suspects: dict[str, tuple[ForgedEntry, float]] = {}
-        self.retry_due: float | None = None
         # Keep mode: per dependent, per alias, the lines the engine last gave.
         self.kept: dict[str, Kept] = {}
         self.fastpath: StartFastPath | None = None
@@ -216,19 +195,11 @@ class Reconciler:
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its
-        writer is done: it closed the file, or went quiet for QUIET seconds. A fighting
-        dependent keeps the time its backoff gave it."""
+        writer is done (see WorkQueue.drift)."""
         now = self.clock()
         for drift in drifts:
-            cid = drift.container_id
-            if cid not in self.files or self._fighting(cid):
-                continue
-            due = now if drift.closed else now + QUIET
-            if cid not in self._due:
-                self._drifted.add(cid)
-                self._due[cid] = due
-            elif cid in self._drifted:
-                self._due[cid] = due if drift.closed else max(self._due[cid], due)
+            if drift.container_id in self.files:
+                self.queue.drift(drift.container_id, now, drift.closed)
 
     def started(self, early: EarlyStart) -> None:
         """On the loop: what the start fast path asked the engine and wrote. The next pass
@@ -252,7 +223,13 @@ class Reconciler:
         the engine can list a real start later than the fast path asks."""
         if found.target_id not in self._suspects:
             self._suspects[found.target_id] = (found, self.clock() + FORGED_GRACE)
-            self.retry_due = min(self.retry_due or float("inf"), self.clock() + FORGED_GRACE)
+
+    @property
+    def retry_due(self) -> float | None:
+        """When the loop must come back without a hint: a file due, or a suspect's grace."""
+        dues = [due for _, due in self._suspects.values()]
+        queued = self.queue.next_due()
+        return min([*dues, queued] if queued is not None else dues, default=None)
 
     def _report_forged(self, now: float) -> None:
         if not self._suspects:
@@ -277,7 +254,7 @@ class Reconciler:
     def watched(self) -> set[str]:
         """The hosts files whose writes are hints: dependents' (less those fighting us, which
         are repaired on a timer instead) and stopped targets' (the fast path's triggers)."""
-        return (self.files.keys() - self._fighting_now()) | self.stopped_targets
+        return (self.files.keys() - self.queue.fighters()) | self.stopped_targets
 
     # -- the pass -----------------------------------------------------------------------
 
@@ -305,13 +282,15 @@ class Reconciler:
         links = self.config.links
         decided = decide(snapshot, self._applied, links.label, keep, self.kept, links.health,
                          previous=None if verify_all else self._decided,
-                         changed=self.observed.take_changes(), domain=links.domain)
+                         changed=self.observed.take_changes(), domain=links.domain,
+                         remote_changed=self.observed.take_remote_changes())
         if self._learn_healthchecks(decided.waiting):
             # Rare (once per such target): the fast path must know it starts as STARTING.
             snapshot = self.observed.snapshot()
             decided = decide(snapshot, self._applied, links.label, keep, self.kept,
                              links.health, previous=decided,
-                             changed=self.observed.take_changes(), domain=links.domain)
+                             changed=self.observed.take_changes(), domain=links.domain,
+                             remote_changed=self.observed.take_remote_changes())
         self._decided = decided
         self._forget(snapshot, decided.files)
         self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
@@ -324,9 +303,8 @@ class Reconciler:
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         now = self.clock()
-        due = {fid for fid, when in self._due.items() if when <= now}
         chosen = list(decided.files) if verify_all else \
-            list(dict.fromkeys([*decided.writes, *(fid for fid in due if fid in decided.files)]))
+            list(dict.fromkeys([*decided.writes, *self.queue.due(now)]))
         result = self._apply(chosen, now, since)
         self._report_decided(decided)
         self.stats.passes[PassKind.FULL if verify_all else PassKind.EVENTS] += 1
@@ -358,23 +336,21 @@ class Reconciler:
     def repair(self) -> PassResult:
         """Without a pass: bring the files that are due back to the plans already made."""
         now = self.clock()
-        return self._apply([cid for cid, due in self._due.items() if due <= now], now)
+        return self._apply(self.queue.due(now), now)
 
     def _apply(self, chosen: list[str], now: float, since: float | None = None) -> PassResult:
         result = PassResult()
         reports: list[Callable[[], None]] = []
-        fighting = self._fighting_now()
+        queue = self.queue
+        fighting = queue.fighters()
         for cid in chosen:
             plan = self.files.get(cid)
-            self._due.pop(cid, None)
-            drifted = cid in self._drifted
-            self._drifted.discard(cid)
+            drifted = queue.take(cid) is True
             if plan is None:
+                queue.forget(cid)  # a container that reads no managed file (any more)
                 continue
             changed = self._applied.get(cid) != self.blocks.get(cid)
-            outcome = self._write(plan, reports, expect_change=changed and not drifted)
-            if drifted and cid in self._due:
-                self._drifted.add(cid)  # a race retry of a repair is still a repair
+            outcome = self._write(plan, reports, drifted, expect_change=changed and not drifted)
             if outcome is True:
                 result.written += 1
                 # A block that was already applied and written again was put back after
@@ -384,19 +360,17 @@ class Reconciler:
                     self.stats.propagation_seconds.observe(self.clock() - since)
                 if drifted and not changed:
                     self._count_repair(plan, now, reports)
-            elif outcome is False and drifted and self._fighting(cid):
+            elif outcome is False and drifted and queue.fighting(cid):
                 self._calmed(plan, reports)  # found as we left it: calm again
-            elif outcome is None and cid not in self._due and not self._fighting(cid):
+            elif outcome is None and not queue.queued(cid) and not queue.fighting(cid):
                 result.failed.append(cid)
-                self._queue(cid, now + self.config.sync.retry_interval)
-            if self._fighting(cid) and cid not in self._due:
-                # Repaired on a timer from now on: its writes are not watched.
-                self._due[cid] = now + self._fights[cid].backoff
-                self._drifted.add(cid)
+                queue.retry(cid, now, Retry.FAILED, first=self.config.sync.retry_interval)
+            if queue.fighting(cid) and not queue.queued(cid):
+                # Repaired on a timer from now on, at a falling rate: its writes are not
+                # watched.
+                queue.retry(cid, now, Retry.FIGHT, drift=True)
         self._report_forged(now)
-        dues = [*self._due.values(), *(due for _, due in self._suspects.values())]
-        self.retry_due = min(dues, default=None)
-        if self._fighting_now() != fighting:
+        if queue.fighters() != fighting:
             self.watch(self.watched)  # a fight began or ended
         # Logged after all the writes: with many dependents of one target, the last file
         # must not wait for the log lines of all the others.
@@ -405,22 +379,20 @@ class Reconciler:
         return result
 
     def _queue(self, cid: str, due: float) -> None:
-        """Look at this container's file at `due` (or sooner, if already queued sooner)."""
+        """Look at this container's file at `due` (or sooner, if already queued sooner).
+        A container that reads no managed file has nothing to look at: if it becomes a
+        dependent, the pass writes its file anyway (nothing was applied to it)."""
         found = self.plans.get(cid)
-        cid = found.hosts_file if found is not None else cid  # a sidecar's: its owner's
-        self._drifted.discard(cid)
-        self._due[cid] = min(due, self._due.get(cid, due))
-        self.retry_due = min(self._due.values())
+        fid = found.hosts_file if found is not None else cid  # a sidecar's: its owner's
+        if fid in self.files:
+            self.queue.add(fid, due)
 
     def _forget(self, snapshot: Snapshot, files: Mapping[str, FilePlan]) -> None:
         """Drop what was kept about files no dependent reads any more, and about containers
         that went: everything kept per container goes with it."""
         for stopped in self.files.keys() - files.keys():
             self._applied.pop(stopped, None)
-            self._races.pop(stopped, None)
-            self._due.pop(stopped, None)
-            self._drifted.discard(stopped)
-            self._fights.pop(stopped, None)
+            self.queue.forget(stopped)
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
@@ -468,19 +440,21 @@ class Reconciler:
         self._unpublishable = set(problems)
 
     def _write(
-        self, plan: FilePlan, reports: list[Callable[[], None]], expect_change: bool
+        self, plan: FilePlan, reports: list[Callable[[], None]], drifted: bool,
+        expect_change: bool,
     ) -> bool | None:
         """True if written, False if already right (or not there), None if it failed or
         someone else was writing the file at the same moment (raced: not known to be
-        right). What is to be logged about it is appended to `reports`."""
+        right; queued again in a moment). What is to be logged about it is appended to
+        `reports`."""
         fid = plan.owner
         fields = _fields(plan)
         block = self.blocks.get(fid, b"")
         overflow: list[int] = []
         try:
             # A container fighting us gets one write per backoff, racing or not.
-            fighting = self._fighting(fid)
-            patient = not fighting and self._races.get(fid, 0) < RACE_RETRIES
+            fighting = self.queue.fighting(fid)
+            patient = not fighting and self.queue.attempts(fid, Retry.RACE) < RACE_RETRIES
             result = self.writer.update(fid, transform(block, self.writer.max_bytes, overflow),
                                         defer_empty=patient, expect_change=expect_change)
         except HostsFileGone:
@@ -491,14 +465,15 @@ class Reconciler:
             reports.append(lambda: self.problems.add(
                 f"{fid}/file", "write", reason, level="error", **fields))
             return None
+        self.queue.done(fid, Retry.FAILED)
         reports.append(lambda: self._report_write(plan, result, overflow))
         if result.raced and not fighting:
             # Docker (or someone) was rewriting the file at the same moment: look again
-            # shortly rather than build on a half-written file.
-            self._races[fid] = self._races.get(fid, 0) + 1
-            self._queue(fid, self.clock() + RACE_RETRY)
+            # shortly rather than build on a half-written file. A repair's retry is still
+            # a repair.
+            self.queue.retry(fid, self.clock(), Retry.RACE, drift=drifted)
         else:
-            self._races.pop(fid, None)
+            self.queue.done(fid, Retry.RACE)
             self._applied[fid] = block
         if result.changed:
             return True
@@ -506,33 +481,21 @@ class Reconciler:
 
     # -- a container fighting us --------------------------------------------------------
 
-    def _fighting_now(self) -> set[str]:
-        return {cid for cid, fight in self._fights.items() if fight.backoff}
-
-    def _fighting(self, cid: str) -> bool:
-        fight = self._fights.get(cid)
-        return fight is not None and fight.backoff > 0
-
     def _count_repair(self, plan: FilePlan, now: float,
                       reports: list[Callable[[], None]]) -> None:
-        """Our block was put back after someone else's write. Often: back off."""
+        """Our block was put back after someone else's write. Often: a fight (the queue
+        backs its repairs off from now on)."""
         cid = plan.owner
-        fight = self._fights.setdefault(cid, _Fight())
-        if fight.backoff:
-            fight.backoff = min(fight.backoff * 2, FIGHT_MAX_BACKOFF)
-            return
-        fight.repairs.append(now)
-        if len(fight.repairs) == FIGHT_REPAIRS and now - fight.repairs[0] <= FIGHT_WINDOW:
-            fight.backoff = FIGHT_FIRST_BACKOFF
+        if self.queue.repaired(cid, now):
             reports.append(lambda: self.problems.add(
                 f"{cid}/fight", "fight",
                 f"container keeps rewriting its hosts file; its block is put back at most "
-                f"every {FIGHT_MAX_BACKOFF:g} s from now on, and its writes are not watched",
+                f"every {Retry.FIGHT.ceiling:g} s from now on, and its writes are not watched",
                 **_fields(plan)))
 
     def _calmed(self, plan: FilePlan, reports: list[Callable[[], None]]) -> None:
         """A backed-off dependent's file was found as we left it: it stopped fighting."""
-        del self._fights[plan.owner]
+        self.queue.done(plan.owner, Retry.FIGHT)
         reports.append(lambda: self.problems.clear(f"{plan.owner}/fight", "fight",
                                                    **_fields(plan)))
 

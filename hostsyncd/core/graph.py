@@ -143,8 +143,8 @@ class RemoteIndex(NamedTuple):
     every change."""
 
     version: int
-    by_key: dict[tuple[str, str], Container]  # (node, name)
-    by_name: dict[str, list[Container]]  # each list sorted by node
+    by_key: Mapping[tuple[str, str], Container]  # (node, name)
+    by_name: Mapping[str, list[Container]]  # each list sorted by node
 
 
 class Snapshot:
@@ -167,18 +167,21 @@ class Snapshot:
         # What the remote records were made from: the same object until they change, so
         # telling whether they changed costs nothing.
         self.remote_source: object = remote
-        self.remote: dict[tuple[str, str], Container] = {}
-        self.remote_by_name: dict[str, list[Container]] = defaultdict(list)
+        self.remote: Mapping[tuple[str, str], Container]
+        self.remote_by_name: Mapping[str, list[Container]]
         if isinstance(remote, RemoteIndex):  # sorted, and without this node's own records
             self.remote, self.remote_by_name = remote.by_key, remote.by_name
         else:
+            by_key: dict[tuple[str, str], Container] = {}
+            by_name: dict[str, list[Container]] = defaultdict(list)
             for c in remote:
                 # Our own records come back from the store; the engine knows them better.
                 if c.node != node:
-                    self.remote[c.node, c.name] = c
-                    self.remote_by_name[c.name].append(c)
-            for published in self.remote_by_name.values():
+                    by_key[c.node, c.name] = c
+                    by_name[c.name].append(c)
+            for published in by_name.values():
                 published.sort(key=lambda c: c.node)
+            self.remote, self.remote_by_name = by_key, by_name
         self.by_id: dict[str, Container] = {}
         self.by_name: dict[str, Container] = {}
         self.by_service: dict[tuple[str, str], list[Container]] = defaultdict(list)
@@ -252,6 +255,14 @@ class Snapshot:
                 new.by_service[key] = replicas
             else:
                 new.by_service.pop(key, None)
+        return new
+
+    def with_remote(self, remote: Iterable[Container] | RemoteIndex) -> Snapshot:
+        """A copy with other nodes' records replaced; the local indexes are shared (a
+        Snapshot's dicts are never changed once it is built)."""
+        new = Snapshot((), remote, self.node, self.bare_names)
+        new.by_id, new.by_name, new.by_service = self.by_id, self.by_name, self.by_service
+        new.shared_names = self.shared_names
         return new
 
     def __len__(self) -> int:

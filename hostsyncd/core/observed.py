@@ -16,9 +16,10 @@ Imports: core.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from hostsyncd.core.graph import Snapshot
+from hostsyncd.core.graph import RemoteIndex, Snapshot
 from hostsyncd.core.model import STARTING, Container, Endpoint
 
 # Longer than any lag seen between an event and the list reflecting it, by far.
@@ -47,7 +48,10 @@ class ObservedState:
         self._listed: dict[str, Container] = {}
         self._overrides: dict[str, _Override] = {}
         self._snapshot: Snapshot | None = None
-        self._remote: tuple[Container, ...] = ()
+        self._remote: Iterable[Container] | RemoteIndex = ()
+        # Names whose records changed since the last `take_changes`; None: unknown.
+        self._remote_changes: set[str] | None = set()
+        self._remote_stale = False
         self._node: str | None = None
         self._bare_names = False
         # Ids whose container may differ from the last snapshot built, and from the last
@@ -60,14 +64,22 @@ class ObservedState:
         # is fixed at create; this holds only listed containers.
         self._healthchecked: dict[str, str] = {}
 
-    def cluster(self, node: str | None, remote: tuple[Container, ...],
-                bare_names: bool = False) -> bool:
+    def cluster(self, node: str | None, remote: Iterable[Container] | RemoteIndex,
+                bare_names: bool = False, changed: Iterable[str] | None = None) -> bool:
         """Other nodes' published records, as last known; node None: no cluster. True if
-        that changed anything. `bare_names`: see Snapshot."""
+        that changed anything. `bare_names`: see Snapshot. `changed`: the names whose
+        records changed since the last call, if the caller knows them; then only the
+        dependents linking to those names are planned again."""
         if (node, remote, bare_names) == (self._node, self._remote, self._bare_names):
             return False
+        if changed is None or (node, bare_names) != (self._node, self._bare_names):
+            self._snapshot = None  # rebuilt with the new records; the core plans everything
+            self._remote_changes = None
+        else:
+            self._remote_stale = True
+            if self._remote_changes is not None:
+                self._remote_changes.update(changed)
         self._node, self._remote, self._bare_names = node, remote, bare_names
-        self._snapshot = None  # rebuilt with the new records; the core then plans everything
         return True
 
     def listed(self, containers: list[Container], now: float) -> None:
@@ -162,6 +174,13 @@ class ObservedState:
         self._changes = set()
         return frozenset(changes) if changes is not None else None
 
+    def take_remote_changes(self) -> frozenset[str] | None:
+        """The names whose remote records changed since the last call (None: unknown, so
+        every dependent), for `core.reconcile`, alongside `take_changes`."""
+        changes = self._remote_changes
+        self._remote_changes = set()
+        return frozenset(changes) if changes is not None else None
+
     def snapshot(self) -> Snapshot:
         stale = self._stale
         if self._snapshot is None or stale is None:
@@ -174,8 +193,12 @@ class ObservedState:
             )
             # Built from scratch: whatever dropped the last one, the decider plans all.
             self._changes = None
+            self._remote_stale = False
         elif stale:
             self._snapshot = self._snapshot.updated({cid: self._merged(cid) for cid in stale})
+        if self._remote_stale:
+            self._snapshot = self._snapshot.with_remote(self._remote)
+            self._remote_stale = False
         self._stale = set()
         return self._snapshot
 

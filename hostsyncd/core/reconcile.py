@@ -3,8 +3,9 @@ which files to write, and why links give no line.
 
 Incremental: given the previous Result, only the dependents that a change can touch are
 planned again. An `Index` says who those are: the dependents that name a container (by
-name or compose service), and the containers that share its network namespace. A change
-of other nodes' records, or no previous Result, plans everything (the resync's full pass).
+name or compose service, or the name of another node's record), and the containers that
+share its network namespace. No previous Result, or a change of other nodes' records whose
+names are not given, plans everything (the resync's full pass).
 
 Pure: no I/O, no clock, no logging. Reasons are returned (typed, as `Problem`), not logged,
 so the daemon's log, `status`, `graph` and the tests all read the same ones. Modelled on
@@ -119,6 +120,7 @@ def reconcile(
     previous: Result | None = None,
     changed: Iterable[str] | None = None,
     domain: str = "",
+    remote_changed: Iterable[str] | None = None,
 ) -> Result:
     """Plan the live dependents of the snapshot. `current`: the block each file holds now
     (as last written or verified); a file missing from it, or holding another block, is
@@ -127,16 +129,23 @@ def reconcile(
     `previous`: the last Result, made with the same label, keep and health; with it, only the
     dependents the snapshot's changes touch are planned again. `changed`: the ids of the
     containers that changed since `previous.snapshot`, as the observed state knows them;
-    without it they are found by comparing the two snapshots (O(fleet))."""
-    if previous is None or previous.snapshot is None or previous.index is None \
-            or not _same_records(previous.snapshot, snapshot):
+    without it they are found by comparing the two snapshots (O(fleet)). `remote_changed`:
+    the names whose records on other nodes changed since then; without it, a change of
+    other nodes' records plans everything."""
+    if previous is None or previous.snapshot is None or previous.index is None:
         return _full(snapshot, current, label, keep, kept, health, domain)
-    ids = changed_ids(previous.snapshot, snapshot) if changed is None else frozenset(changed)
+    names: frozenset[str] = frozenset()
+    if not _same_records(previous.snapshot, snapshot):
+        if remote_changed is None or not _same_cluster(previous.snapshot, snapshot):
+            return _full(snapshot, current, label, keep, kept, health, domain)
+        names = frozenset(remote_changed)
+    ids = changed_ids(previous.snapshot, snapshot, bool(names)) if changed is None \
+        else frozenset(changed)
     if ids is None:
         return _full(snapshot, current, label, keep, kept, health, domain)
-    if not ids:
+    if not ids and not names:
         return replace(previous, snapshot=snapshot, writes=(), replanned=frozenset())
-    return _incremental(previous, snapshot, ids, current, label, keep, kept, health,
+    return _incremental(previous, snapshot, ids, names, current, label, keep, kept, health,
                         domain)
 
 
@@ -183,7 +192,7 @@ def _full(snapshot: Snapshot, current: Mapping[str, bytes], label: str, keep: bo
 
 
 def _incremental(previous: Result, snapshot: Snapshot, changed: frozenset[str],
-                 current: Mapping[str, bytes], label: str, keep: bool,
+                 names: frozenset[str], current: Mapping[str, bytes], label: str, keep: bool,
                  kept: Mapping[str, Kept] | None, health: str, domain: str) -> Result:
     """Plan the touched dependents again; copy the rest. Maps are copied only when one of
     their entries changes, and entries are replaced in place: a dict with holes left by
@@ -192,6 +201,8 @@ def _incremental(previous: Result, snapshot: Snapshot, changed: frozenset[str],
     assert before is not None and previous.index is not None and previous.by_file is not None
     index = _reindexed_joined(previous.index, before, snapshot, changed)
     dirty = touched(index, before, snapshot, changed, label)
+    for name in names:  # every link naming a remote record resolves by its name
+        dirty.update(index.refs.get(name, ()))
     plans = dict(previous.plans)
     refs = _Changes(index.refs)
     files_hit: set[str] = set()
@@ -278,10 +289,12 @@ class _Changes:
             del self.result[key]  # type: ignore[attr-defined]
 
 
-def changed_ids(before: Snapshot, after: Snapshot) -> frozenset[str] | None:
+def changed_ids(before: Snapshot, after: Snapshot,
+                remote_known: bool = False) -> frozenset[str] | None:
     """The containers that differ between two snapshots; None if what other nodes publish
-    (or whether there is a cluster) changed, which can touch any dependent."""
-    if not _same_records(before, after):
+    (or whether there is a cluster) changed, which can touch any dependent, unless
+    `remote_known`: the caller knows which names it changed."""
+    if not (_same_cluster(before, after) if remote_known else _same_records(before, after)):
         return None
     if before is after:
         return frozenset()
@@ -327,8 +340,11 @@ def touched(index: Index, before: Snapshot, after: Snapshot, changed: Iterable[s
 
 
 def _same_records(before: Snapshot, after: Snapshot) -> bool:
-    return (before.remote_source is after.remote_source and before.node == after.node
-            and before.bare_names == after.bare_names)
+    return before.remote_source is after.remote_source and _same_cluster(before, after)
+
+
+def _same_cluster(before: Snapshot, after: Snapshot) -> bool:
+    return before.node == after.node and before.bare_names == after.bare_names
 
 
 # Docker refuses `container:` chains anyway; the core follows at most this many hops.

@@ -208,3 +208,65 @@ def test_observed_updates_its_snapshot_as_it_would_build_it(
         actual = changed_ids(before, after)
         assert changes is not None and actual is not None and actual <= changes
         before = after
+
+
+# -- other nodes' records: a change plans only the dependents linking to its name ----------
+
+_REMOTE_NAMES = ["a", "b", "zz", "yy"]
+
+
+def _record(node: str, name: str, host: int) -> Container:
+    return Container(f"{node}-{name}", name, "running", node=node,
+                     endpoints=(net("n1", f"10.9.{ord(node[0]) % 10}.{host}"),))
+
+
+@st.composite
+def _remote_histories(draw: st.DrawFn) -> list[dict[tuple[str, str], Container]]:
+    records: dict[tuple[str, str], Container] = {}
+    steps = [dict(records)]
+    for _ in range(draw(st.integers(1, 8))):
+        key = (draw(st.sampled_from(["b", "c"])), draw(st.sampled_from(_REMOTE_NAMES)))
+        if draw(st.booleans()) or key not in records:
+            records[key] = _record(*key, draw(st.integers(2, 4)))
+        else:
+            del records[key]
+        steps.append(dict(records))
+    return steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(_histories(), _remote_histories(), st.booleans(), st.booleans(),
+       st.lists(st.sampled_from(["zz", "b/zz", "c/a", "yy:alias", "c/yy", "a"]), min_size=1,
+                max_size=3))
+def test_a_remote_change_plans_what_a_full_pass_plans(
+        history: list[list[Container]], remote: list[dict[tuple[str, str], Container]],
+        bare: bool, keep: bool, links: list[str]) -> None:
+    local = [*history[0], ctr("remotedep", net("n1", "10.0.7.7"), links=",".join(links))]
+    current: dict[str, bytes] = {}
+    previous = None
+    before: dict[tuple[str, str], Container] = {}
+    for records in remote:
+        snapshot = Snapshot(local, records.values(), "a", bare)
+        names = {name for key in before.keys() | records.keys()
+                 if before.get(key) != records.get(key) for name in (key[1],)}
+        full = reconcile(snapshot, current, LINKS, keep, previous.kept if previous else {})
+        inc = reconcile(snapshot, current, LINKS, keep, previous.kept if previous else {},
+                        previous=previous, changed=(), remote_changed=names)
+        _same(full, inc)
+        if previous is not None:
+            assert inc.replanned is not None  # incremental, not a full pass
+        current, previous, before = dict(full.blocks), inc, records
+
+
+def test_a_remote_change_replans_only_the_dependents_naming_it() -> None:
+    web = ctr("web", net("n1", "10.0.0.2"), links="b/db")
+    others = [ctr(f"app{i}", net("n1", f"10.0.1.{i}"), links="b/cache") for i in range(20)]
+    first = reconcile(Snapshot([web, *others], [_record("b", "db", 2)], "a"), {}, LINKS)
+    moved = Snapshot([web, *others], [_record("b", "db", 3)], "a")
+    after = reconcile(moved, first.blocks, LINKS, previous=first, changed=(),
+                      remote_changed={"db"})
+    assert after.replanned == {web.id}
+    assert after.writes == (web.id,)
+    assert b"10.9.8.3\tdb" in after.blocks[web.id]
+    # Not told which names changed: everything is planned again.
+    assert reconcile(moved, first.blocks, LINKS, previous=first, changed=()).replanned is None

@@ -325,3 +325,31 @@ def test_a_rename_of_a_container_gone_from_the_list_is_dropped() -> None:
     state.renamed(DB, "db-away", "db", now=1)
     state.listed([], now=2)
     assert seen(state) is None
+
+
+def test_a_remote_change_with_its_names_updates_the_snapshot_and_says_them() -> None:
+    from builders import ctr, net
+
+    from hostsyncd.core.graph import Snapshot
+
+    def record(name: str, ip: str) -> Container:
+        return Container(f"b-{name}", name, "running", node="b", endpoints=(net("n1", ip),))
+
+    state = ObservedState()
+    state.listed([ctr("web", net("n1", "10.0.0.2"), links="b/db")], 0.0)
+    assert state.cluster("a", (record("db", "10.9.0.1"),))  # no names: everything
+    first = state.snapshot()
+    assert state.take_changes() is None and state.take_remote_changes() is None
+    assert state.cluster("a", (record("db", "10.9.0.2"),), changed={"db"})
+    assert state.cluster("a", (record("db", "10.9.0.2"), record("x", "10.9.0.3")),
+                         changed={"x"})
+    after = state.snapshot()
+    assert after.by_id is first.by_id  # the local indexes are shared, not rebuilt
+    assert after.remote == Snapshot([], (record("db", "10.9.0.2"), record("x", "10.9.0.3")),
+                                    "a").remote
+    assert state.take_remote_changes() == {"db", "x"}
+    assert state.take_changes() == frozenset()
+    assert state.take_remote_changes() == frozenset()
+    # Another node name (or bare-name policy) is a new world: everything again.
+    assert state.cluster("z", (record("db", "10.9.0.2"),), changed={"db"})
+    assert state.take_remote_changes() is None

@@ -163,3 +163,42 @@ def test_a_snapshot_from_the_index_resolves_like_one_from_the_records() -> None:
     v.put(rec("b", "db", "192.0.2.9"))
     assert before.by_key["b", "db"].endpoints[0].ipv4 == "192.0.2.7"  # a copy: unchanged
     assert v.index().version > before.version
+
+
+def test_the_view_says_which_names_changed_since_a_version() -> None:
+    v = view()
+    assert v.changed_since(-1) is None  # never taken: everything
+    v.put(rec("b", "db"))
+    v.put(rec("c", "cache"))
+    taken = v.version
+    assert v.changed_since(taken) == frozenset()
+    v.put(rec("b", "db", "192.0.2.9"))
+    v.delete(record_key(PREFIX, "c", "cache"))
+    v.put(rec("b", "db", "192.0.2.9"))  # the same record again: no change
+    assert v.changed_since(taken) == {"db", "cache"}
+    assert v.changed_since(v.version - 1) == {"cache"}
+    assert v.changed_since(v.version + 1) is None  # ahead: another view's version
+
+
+def test_names_further_back_than_the_log_are_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    v = view()
+    v._changed = cluster_module.deque(maxlen=3)
+    for i in range(5):
+        v.put(rec("b", f"db{i}"))
+    assert v.changed_since(v.version - 3) == {"db2", "db3", "db4"}
+    assert v.changed_since(v.version - 4) is None
+
+
+def test_a_view_read_afresh_says_nothing_of_what_changed() -> None:
+    old = view()
+    old.put(rec("b", "db"))
+    taken = old.version
+    new = view()
+    new.put(rec("b", "db", "192.0.2.9"))
+    new.put(rec("b", "x"))
+    new.follow(old)
+    assert new.version > taken
+    assert new.changed_since(taken) is None
+    assert new.changed_since(new.version) == frozenset()
+    new.put(rec("c", "y"))
+    assert new.changed_since(new.version - 1) == {"y"}
