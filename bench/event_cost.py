@@ -7,11 +7,13 @@ a different target each time. Two columns, in the same run:
   costs now: `core.reconcile` planning the whole fleet (plan_all, every file's block);
 - incremental: `core.reconcile(..., previous=...)`, which plans only the dependents the
   changed containers touch (core.reconcile.touched) and copies the rest.
-The incremental column is measured twice, through the observed state as the daemon feeds it:
-for a connect event (its endpoint resolved by the engine edge, no list call), and for an
-event followed by a list call, where the observed state compares each listed container with
-the one it had (O(fleet), but no planning). Decoding the list's JSON is the engine's cost
-and not counted here.
+The incremental column is measured three ways, through the observed state as the daemon
+feeds it: a connect event (its endpoint resolved by the engine edge, no list call); an event
+followed by the list call the daemon makes for it, of the event's container alone (the
+list's `id` filter); and an event followed by a list of every container (Podman, or a batch
+naming more than 32 containers), where the observed state compares each listed container
+with the one it had (O(fleet), but no planning). Decoding the list's JSON is the engine's
+cost and not counted here.
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def measure(sizes: tuple[int, ...] = SIZES, events: int = 200) -> dict[str, obje
     for n in sizes:
         out["by_n"][str(n)] = _one_size(n, events)  # type: ignore[index]
     largest = out["by_n"][str(sizes[-1])]  # type: ignore[index]
-    out["event_ok"] = largest["connect_ms"]["median"] <= TARGET_EVENT_MS
+    out["event_ok"] = max(largest["connect_ms"]["median"],
+                          largest["asked_ms"]["median"]) <= TARGET_EVENT_MS
     out["pass_ok"] = all(d["full_us_per_container"] <= TARGET_PASS_US
                          for d in out["by_n"].values())  # type: ignore[union-attr]
     return out
@@ -80,12 +83,17 @@ def _one_size(n: int, events: int) -> dict[str, object]:
     decided = reconcile(observed.snapshot(), {}, LABEL, changed=observed.take_changes())
     full_first = _clock() - t
     current = dict(decided.blocks)
-    before, connect, listed, replanned = [], [], [], []
-    for k in range(events):
+    before, connect, asked, listed, replanned = [], [], [], [], []
+
+    def move(k: int) -> tuple[Container, Endpoint]:
         moved = rng.choice(targets)
         endpoint = replace(moved.endpoints[0],
                            ipv4=f"172.{(k >> 8) & 255}.{k & 255}.{rng.randrange(1, 250)}")
         containers[by_index[moved.id]] = replace(moved, endpoints=(endpoint,))
+        return moved, endpoint
+
+    for k in range(events):
+        moved, endpoint = move(k)
         if k % 20 == 0:  # the old way is slow at 10k: a sample of events is enough
             t = _clock()
             reconcile(Snapshot(containers), current, LABEL)
@@ -99,22 +107,36 @@ def _one_size(n: int, events: int) -> dict[str, object]:
         replanned.append(len(decided.replanned or ()))
         for fid in decided.writes:
             current[fid] = decided.blocks[fid]
-        # An event that needs the list call: the fleet is compared, container by container.
-        fresh = [replace(c) for c in containers]  # what a list call decodes: new objects
+        # An event that needs the list call, which asks for its container alone.
+        moved, _ = move(k)
+        one = [replace(containers[by_index[moved.id]])]  # what the list decodes: new objects
         t = _clock()
-        observed.listed(fresh, float(k))
+        observed.listed(one, k + 0.3, only={moved.id})
         decided = reconcile(observed.snapshot(), current, LABEL, previous=decided,
                             changed=observed.take_changes())
-        listed.append(_clock() - t)
+        asked.append(_clock() - t)
+        for fid in decided.writes:
+            current[fid] = decided.blocks[fid]
+        if k % 5 == 0:  # the whole list: the fleet is compared, container by container
+            move(k)
+            fresh = [replace(c) for c in containers]
+            t = _clock()
+            observed.listed(fresh, k + 0.6)
+            decided = reconcile(observed.snapshot(), current, LABEL, previous=decided,
+                                changed=observed.take_changes())
+            listed.append(_clock() - t)
+            for fid in decided.writes:
+                current[fid] = decided.blocks[fid]
     full = min(before)
     return {
         "containers": n, "dependents": len(decided.plans),
         "before_ms": _summary(before), "connect_ms": _summary(connect),
-        "listed_ms": _summary(listed),
+        "asked_ms": _summary(asked), "listed_ms": _summary(listed),
         "replanned": {"median": statistics.median(replanned), "max": max(replanned)},
         "full_us_per_container": full / n * 1e6,
         "first_full_us_per_container": full_first / n * 1e6,
         "ratio_connect": _summary(before)["median"] / _summary(connect)["median"],
+        "ratio_asked": _summary(before)["median"] / _summary(asked)["median"],
         "ratio_listed": _summary(before)["median"] / _summary(listed)["median"],
     }
 

@@ -285,18 +285,18 @@ class Daemon:
             self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
-        need_list, freed = self.reconciler.apply_events(events) if events else (False, False)
+        asked, freed = self.reconciler.apply_events(events) if events else (set(), False)
         self.reconciler.drifted(drifted)
         # Propagation is timed from the oldest event of the batch (stats.py).
         since = min((event.received for event in events), default=None)
         if resync:
             self._full_resync(since)
         elif events or early or remote_changed:
-            if need_list and self.engine_link.connected:
+            if asked and self.engine_link.connected:
                 if freed:
                     # The freed address out first, then the list.
                     self.reconciler.reconcile(since=since)
-                self.reconciler.refresh()
+                self.reconciler.refresh(asked)
             self.reconciler.reconcile(since=since)
         else:
             # File writes, a retry, or the cluster's health alone: no engine fact changed,

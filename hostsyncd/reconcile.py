@@ -17,7 +17,7 @@ Imports: config, core, engine, fastpath, problems, state, stats, watcher, writer
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,9 @@ from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteRe
 
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
+# A batch of events naming more containers than this lists them all: one call either way,
+# and the engine's id filter is a pattern match per container per id.
+MAX_LISTED_IDS = 32
 # Seconds a suspected forgery waits for the engine to report a start before it is said.
 FORGED_GRACE = 1.0
 # The HostsPath cache's mark for a container that shares another's hosts file (Podman).
@@ -107,15 +110,20 @@ class Reconciler:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def refresh(self) -> None:
-        """One list call: the level truth the events are hints about."""
+    def refresh(self, ids: Collection[str] | None = None) -> None:
+        """One list call: the level truth the events are hints about. With `ids` (from
+        apply_events), of those containers alone: an event then costs what it names, not
+        a comparison of the fleet. Everyone when an event named no container (""), when
+        there are many, and on Podman (its compat API's filters are not Docker's)."""
         # Asked here, on the loop's thread: hosts_path() runs on the fast path's thread too,
         # and must know the engine without a call (the engine is not thread-safe).
         podman = bool(self.engine.podman)
         if podman != self.podman:
             self._hosts_paths.clear()  # another engine at the URL
             self.podman = podman
-        self.observed.listed(self.engine.list_containers(), self.clock())
+        only = None if ids is None or "" in ids or len(ids) > MAX_LISTED_IDS or podman \
+            else frozenset(ids)
+        self.observed.listed(self.engine.list_containers(only), self.clock(), only)
 
     def hosts_path(self, container_id: str) -> str:
         """The writer's `locate`: where the container's hosts file is. Docker's is always
@@ -144,12 +152,15 @@ class Reconciler:
                 "declare the links on that container", kind=WriteFailure.REFUSED)
         return found
 
-    def apply_events(self, events: Iterable[EngineEvent]) -> tuple[bool, bool]:
-        """Fold events into the observed state. Returns (a list call is needed to finish,
-        an address was freed): a freed address must leave the files before the list call,
-        since the next container to start may take it."""
-        need_list = freed = False
+    def apply_events(self, events: Iterable[EngineEvent]) -> tuple[set[str], bool]:
+        """Fold events into the observed state. Returns (the containers a list call must
+        ask about to finish, empty if none; an address was freed): a freed address must
+        leave the files before the list call, since the next container to start may take
+        it."""
+        asked: set[str] = set()
+        freed = False
         for event in events:
+            need_list = False
             now = self.clock()
             self.stats.events += 1
             self.log.debug("engine event", type=event.type, action=event.action,
@@ -191,15 +202,24 @@ class Reconciler:
                 if event.action == "start":
                     self._queue(event.container_id, now)
                 need_list = True
-        return need_list, freed
+            if need_list:
+                asked.add(event.container_id)
+        return asked, freed
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its
-        writer is done (see WorkQueue.drift)."""
+        writer is done (see WorkQueue.drift). Our own writes come back here too: a file
+        still as the writer left it is no work."""
         now = self.clock()
+        ours: dict[str, bool] = {}  # a stat per file and batch
         for drift in drifts:
-            if drift.container_id in self.files:
-                self.queue.drift(drift.container_id, now, drift.closed)
+            cid = drift.container_id
+            if cid not in self.files:
+                continue
+            if cid not in ours:
+                ours[cid] = self.writer.as_left(cid)
+            if not ours[cid]:
+                self.queue.drift(cid, now, drift.closed)
 
     def started(self, early: EarlyStart) -> None:
         """On the loop: what the start fast path asked the engine and wrote. The next pass
@@ -393,6 +413,7 @@ class Reconciler:
         for stopped in self.files.keys() - files.keys():
             self._applied.pop(stopped, None)
             self.queue.forget(stopped)
+            self.writer.forget(stopped)
         for gone in self._suspects.keys() - snapshot.by_id.keys():
             del self._suspects[gone]
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}

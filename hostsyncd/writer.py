@@ -84,6 +84,10 @@ class HostsWriter:
         # The start fast path writes from the watcher's thread while the daemon's loop may
         # be writing: each read-modify-write of a file must be whole.
         self._lock = threading.Lock()
+        # Each file as it was when last written or found right: (inode, size, mtime, ctime).
+        # The watcher reports our own writes too; a file that still has this stamp was
+        # written by no one since, so its write event is no work (see as_left).
+        self._left: dict[str, tuple[int, int, int, int]] = {}
 
     def path(self, container_id: str) -> Path:
         if self.locate is None:
@@ -108,6 +112,30 @@ class HostsWriter:
         raise HostsFileError(
             container_id, f"hosts file {raw} is outside docker.hosts_roots "
             f"({', '.join(map(str, self.roots))}); not written", kind=WriteFailure.REFUSED)
+
+    def as_left(self, container_id: str) -> bool:
+        """Whether the file is as this writer last left it: its write events since were
+        our own. A stat, not a read. The stamp was taken right after the write, and from
+        Linux 6.13 a change after a stat always gets a new ctime (multigrain timestamps);
+        on older kernels a write of the same size in the same clock tick (a few ms) looks
+        unchanged, and is found by the next write event or the resync."""
+        with self._lock:
+            left = self._left.get(container_id)
+        if left is None:
+            return False
+        try:
+            fd = self._open(container_id, os.O_RDONLY)
+        except HostsFileError:
+            return False
+        try:
+            return _full_stamp(fd) == left
+        finally:
+            os.close(fd)
+
+    def forget(self, container_id: str) -> None:
+        """The file is no longer managed: what was kept about it goes."""
+        with self._lock:
+            self._left.pop(container_id, None)
 
     def read(self, container_id: str) -> bytes:
         fd = self._open(container_id, os.O_RDONLY)
@@ -149,10 +177,12 @@ class HostsWriter:
             fd = self._open(container_id, os.O_RDONLY)
             try:
                 before, _ = self._read_stable(fd, container_id)
+                left = _full_stamp(fd)
             finally:
                 os.close(fd)
             after = transform(before)
             if after == before:
+                self._left[container_id] = left
                 return WriteResult(before, after)
             if not before and defer_empty:
                 return WriteResult(before, before, raced=True)
@@ -165,11 +195,18 @@ class HostsWriter:
             if expect_change or current != before:  # build on what is there now
                 before, after = current, transform(current)
             if after == before:
+                self._left[container_id] = _full_stamp(fd)
                 return WriteResult(before, after)
             if (not before and defer_empty) or _stamp(fd) != stamp:
                 return WriteResult(before, before, raced=True)
             self._write_in_place(fd, container_id, before, after)
-            return WriteResult(before, after, raced=os.fstat(fd).st_size != len(after))
+            left = _full_stamp(fd)
+            raced = left[1] != len(after)
+            if raced:
+                self._left.pop(container_id, None)
+            else:
+                self._left[container_id] = left
+            return WriteResult(before, after, raced=raced)
         finally:
             os.close(fd)
 
@@ -304,6 +341,11 @@ def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:
 def _stamp(fd: int) -> tuple[int, int]:
     info = os.fstat(fd)
     return info.st_size, info.st_mtime_ns
+
+
+def _full_stamp(fd: int) -> tuple[int, int, int, int]:
+    info = os.fstat(fd)
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
 def _pwrite_all(fd: int, data: bytes, at: int = 0) -> None:

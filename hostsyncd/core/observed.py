@@ -16,7 +16,7 @@ Imports: core.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from hostsyncd.core.graph import RemoteIndex, Snapshot
@@ -82,28 +82,48 @@ class ObservedState:
         self._node, self._remote, self._bare_names = node, remote, bare_names
         return True
 
-    def listed(self, containers: list[Container], now: float) -> None:
-        """A fresh list: keep only the overrides it does not yet reflect."""
+    def listed(self, containers: list[Container], now: float,
+               only: Collection[str] | None = None) -> None:
+        """A fresh list: keep only the overrides it does not yet reflect. `only`: the list
+        was asked for these containers alone (by id), so it says nothing of the others,
+        and a container among them that it leaves out is gone."""
         before = self._listed
-        self._listed = listed = {}
+        fresh: dict[str, Container] = {}
         changed: set[str] = set()
         for c in containers:
+            if only is not None and c.id not in only:
+                continue  # an id filter matches by pattern: nothing else is taken
             old = before.get(c.id)
             if old is not None and old == c:
                 c = old  # the same object: what did not change is found by identity later
             else:
                 changed.add(c.id)
-            listed[c.id] = c
-        changed.update(cid for cid in before if cid not in listed)
+            fresh[c.id] = c
+        if only is None:
+            listed = fresh
+            changed.update(cid for cid in before if cid not in listed)
+        else:
+            listed = before  # a partial list updates the last one in place
+            for cid in only:
+                if cid not in fresh and listed.pop(cid, None) is not None:
+                    changed.add(cid)
+            listed.update(fresh)
+        self._listed = listed
         known = self._healthchecked
-        self._healthchecked = {
-            c.id: c.health or (known[c.id] if c.has_address else STARTING)
-            for c in containers if c.health or c.id in known
-        }
-        changed.update(cid for cid, health in self._healthchecked.items()
-                       if known.get(cid) != health)
-        changed.update(cid for cid in known if cid not in self._healthchecked)
-        for cid, override in list(self._overrides.items()):
+        health = {c.id: c.health or (known[c.id] if c.has_address else STARTING)
+                  for c in fresh.values() if c.health or c.id in known}
+        was = known if only is None else {cid: known[cid] for cid in only if cid in known}
+        if only is None:
+            self._healthchecked = health
+        else:
+            for cid in was:
+                del known[cid]
+            known.update(health)
+        changed.update(cid for cid, found in health.items() if was.get(cid) != found)
+        changed.update(cid for cid in was if cid not in health)
+        overrides = self._overrides if only is None \
+            else {cid: self._overrides[cid] for cid in only if cid in self._overrides}
+        for cid, override in list(overrides.items()):
             if now - override.since > OVERRIDE_TTL or _agrees(listed.get(cid), override):
                 del self._overrides[cid]
                 changed.add(cid)

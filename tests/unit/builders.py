@@ -4,6 +4,7 @@ can refer to any container by name alone."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from types import MappingProxyType
 from typing import Any
 
@@ -66,9 +67,11 @@ class ListingEngine:
         self.containers = containers
         self.calls = 0
         self.podman = False  # a Docker engine: hosts files at <root>/<id>/hosts
+        self.asked: list[frozenset[str] | None] = []  # each list call's ids (None: all)
 
-    def list_containers(self) -> list[Container]:
-        return list(self.containers)
+    def list_containers(self, ids: Collection[str] | None = None) -> list[Container]:
+        self.asked.append(frozenset(ids) if ids is not None else None)
+        return [c for c in self.containers if ids is None or c.id in ids]
 
 
 class Clock:

@@ -4,6 +4,7 @@ engine shapes they are read from, and what the daemon's loop does with a health 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -301,8 +302,8 @@ class _Engine:
         self.calls = 0
         self.podman = False  # a Docker engine: hosts files at <root>/<id>/hosts
 
-    def list_containers(self) -> list[Container]:
-        return list(self.containers)
+    def list_containers(self, ids: Collection[str] | None = None) -> list[Container]:
+        return [c for c in self.containers if ids is None or c.id in ids]
 
     def has_healthcheck(self, container_id: str) -> bool:
         self.asked.append(container_id)
@@ -333,8 +334,8 @@ def test_a_health_event_writes_the_line_without_a_list_call(tmp_path: Path) -> N
     healthy = event_from_raw({"Type": "container", "Action": "health_status: healthy",
                               "Actor": {"ID": cid("db"), "Attributes": {"name": "db"}}})
     assert healthy is not None
-    need_list, freed = rec.apply_events([healthy])
-    assert (need_list, freed) == (False, False)
+    asked, freed = rec.apply_events([healthy])
+    assert (asked, freed) == (set(), False)
     assert rec.reconcile().written == 1
     assert b"10.0.0.2\tdb\n" in hosts.read_bytes()
     unhealthy = replace(healthy, health="unhealthy")

@@ -503,3 +503,31 @@ def test_the_default_stays_containers_root_id_hosts(root: Path) -> None:
     writer = HostsWriter(root)
     writer.update(CID, lambda before: before + b"10.0.0.9\tdb\n")
     assert path.read_bytes().endswith(b"10.0.0.9\tdb\n")
+
+
+def test_a_file_as_the_writer_left_it_is_known_without_a_read(root: Path) -> None:
+    """Our own writes come back as write events: a file that still has the stamp the writer
+    took after its write (or its last check) was written by no one since."""
+    path = make_hosts(root)
+    w = HostsWriter(root)
+    assert not w.as_left(CID)  # never written or checked: unknown
+    w.update(CID, to(BASE + b"10.0.0.2\tdb\n"))
+    assert w.as_left(CID)
+    with mock.patch("hostsyncd.writer.HostsWriter._read_bounded",
+                    side_effect=AssertionError("as_left must not read")):
+        assert w.as_left(CID)
+    # Someone else writes, even the same bytes, in place or as a new file.
+    time.sleep(0.02)
+    same = path.read_bytes()
+    with open(path, "r+b") as f:
+        f.write(same)
+    assert not w.as_left(CID)
+    w.update(CID, to(BASE + b"10.0.0.2\tdb\n"))  # found right: the stamp is taken again
+    assert w.as_left(CID)
+    path.unlink()
+    path.write_bytes(BASE + b"10.0.0.2\tdb\n")
+    assert not w.as_left(CID)
+    w.forget(CID)
+    w.update(CID, to(BASE))
+    path.unlink()
+    assert not w.as_left(CID)  # gone: not as left
