@@ -115,10 +115,11 @@ class HostsWriter:
 
     def as_left(self, container_id: str) -> bool:
         """Whether the file is as this writer last left it: its write events since were
-        our own. A stat, not a read. The stamp was taken right after the write, and from
-        Linux 6.13 a change after a stat always gets a new ctime (multigrain timestamps);
-        on older kernels a write of the same size in the same clock tick (a few ms) looks
-        unchanged, and is found by the next write event or the resync."""
+        our own. A stat, not a read. The stamp is one the file had while it was read back
+        as written (or found right), and from Linux 6.13 a change after a stat always gets
+        a new ctime (multigrain timestamps); on older kernels a write of the same size in
+        the same clock tick (a few ms) looks unchanged, and is found by the next write
+        event or the resync."""
         with self._lock:
             left = self._left.get(container_id)
         if left is None:
@@ -128,7 +129,7 @@ class HostsWriter:
         except HostsFileError:
             return False
         try:
-            return _full_stamp(fd) == left
+            return _stamp(fd) == left
         finally:
             os.close(fd)
 
@@ -176,13 +177,15 @@ class HostsWriter:
         if not expect_change:
             fd = self._open(container_id, os.O_RDONLY)
             try:
-                before, _ = self._read_stable(fd, container_id)
-                left = _full_stamp(fd)
+                before, stamp = self._read_stable(fd, container_id)
+                # The content read is the file as of this stamp only if nobody wrote since.
+                stamp_held = _stamp(fd) == stamp
             finally:
                 os.close(fd)
             after = transform(before)
             if after == before:
-                self._left[container_id] = left
+                if stamp_held:
+                    self._left[container_id] = stamp
                 return WriteResult(before, after)
             if not before and defer_empty:
                 return WriteResult(before, before, raced=True)
@@ -195,13 +198,17 @@ class HostsWriter:
             if expect_change or current != before:  # build on what is there now
                 before, after = current, transform(current)
             if after == before:
-                self._left[container_id] = _full_stamp(fd)
+                if _stamp(fd) == stamp:
+                    self._left[container_id] = stamp
                 return WriteResult(before, after)
             if (not before and defer_empty) or _stamp(fd) != stamp:
                 return WriteResult(before, before, raced=True)
             self._write_in_place(fd, container_id, before, after)
-            left = _full_stamp(fd)
-            raced = left[1] != len(after)
+            # Someone may have written at the same moment: what is there now must be what
+            # was written, or the file is looked at again soon, and not taken as ours.
+            left = _stamp(fd)
+            raced = left[1] != len(after) or os.pread(fd, len(after) + 1, 0) != after \
+                or _stamp(fd) != left
             if raced:
                 self._left.pop(container_id, None)
             else:
@@ -210,12 +217,13 @@ class HostsWriter:
         finally:
             os.close(fd)
 
-    def _read_stable(self, fd: int, container_id: str) -> tuple[bytes, tuple[int, int]]:
+    def _read_stable(self, fd: int, container_id: str
+                     ) -> tuple[bytes, tuple[int, int, int, int]]:
         """The content, read again while a writer is seen to be changing it."""
         for _ in range(_STABLE_READ_TRIES):
             stamp = _stamp(fd)
             content = self._read_bounded(fd, container_id)
-            if _stamp(fd) == stamp and len(content) == stamp[0]:
+            if _stamp(fd) == stamp and len(content) == stamp[1]:
                 break
         return content, stamp
 
@@ -338,12 +346,8 @@ def _changed_span(old: bytes, new: bytes) -> tuple[int, int]:
     return start, size - lo
 
 
-def _stamp(fd: int) -> tuple[int, int]:
-    info = os.fstat(fd)
-    return info.st_size, info.st_mtime_ns
-
-
-def _full_stamp(fd: int) -> tuple[int, int, int, int]:
+def _stamp(fd: int) -> tuple[int, int, int, int]:
+    """What changes with any write: (inode, size, mtime, ctime)."""
     info = os.fstat(fd)
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 

@@ -67,6 +67,7 @@ class WorkQueue:
     def __init__(self) -> None:
         self._keys: dict[str, _Key] = {}
         self._heap: list[tuple[float, str]] = []
+        self._fighting: set[str] = set()  # the keys with Retry.FIGHT in their attempts
 
     def add(self, key: str, at: float) -> None:
         """Look at `key` at `at`, or sooner if it is already due sooner. An event's work:
@@ -110,6 +111,8 @@ class WorkQueue:
         entry = self._keys.get(key)
         if entry is not None:
             entry.attempts.pop(reason, None)
+        if reason is Retry.FIGHT:
+            self._fighting.discard(key)
 
     def attempts(self, key: str, reason: Retry) -> int:
         entry = self._keys.get(key)
@@ -128,15 +131,15 @@ class WorkQueue:
         if len(entry.repairs) == FIGHT_BURST and now - entry.repairs[0] <= FIGHT_WINDOW:
             entry.repairs = None
             entry.attempts[Retry.FIGHT] = 0
+            self._fighting.add(key)
             return True
         return False
 
     def fighting(self, key: str) -> bool:
-        entry = self._keys.get(key)
-        return entry is not None and Retry.FIGHT in entry.attempts
+        return key in self._fighting
 
-    def fighters(self) -> set[str]:
-        return {key for key, entry in self._keys.items() if Retry.FIGHT in entry.attempts}
+    def fighters(self) -> frozenset[str]:
+        return frozenset(self._fighting)
 
     def queued(self, key: str) -> bool:
         entry = self._keys.get(key)
@@ -167,6 +170,7 @@ class WorkQueue:
     def forget(self, key: str) -> None:
         """Everything about `key`: its file is no longer managed."""
         self._keys.pop(key, None)
+        self._fighting.discard(key)
 
     def keys(self) -> set[str]:
         return set(self._keys)

@@ -124,15 +124,17 @@ def test_a_file_that_moves_under_the_read_is_not_written(root: Path) -> None:
     real_stamp = writer_module._stamp
     calls = [0]
 
-    def meddling_stamp(fd: int) -> tuple[int, int]:
+    def meddling_stamp(fd: int) -> tuple[int, int, int, int]:
         calls[0] += 1
-        if calls[0] == 5:  # the check right before writing
+        # Calls 1-3: the read-only look (around the read, and after it); 4-5: the read
+        # through the read-write descriptor; 6: the check right before writing.
+        if calls[0] == 6:
             path.write_bytes(BASE + b"10.9.9.9\tother\n")
         return real_stamp(fd)
 
     with mock.patch.object(writer_module, "_stamp", meddling_stamp):
         result = HostsWriter(root).update(CID, to(BASE + b"10.0.0.2\tdb\n"))
-    assert calls[0] == 5
+    assert calls[0] == 6
     assert result.raced
     assert path.read_bytes() == BASE + b"10.9.9.9\tother\n"
 
@@ -531,3 +533,23 @@ def test_a_file_as_the_writer_left_it_is_known_without_a_read(root: Path) -> Non
     w.update(CID, to(BASE))
     path.unlink()
     assert not w.as_left(CID)  # gone: not as left
+
+
+def test_a_write_that_someone_else_overlaps_is_a_race_and_not_taken_as_ours(root: Path) -> None:
+    """Someone writes between our write and our look at the result: the content is not
+    what was written, so it is looked at again (raced), and its write events are work."""
+    from hostsyncd import writer as writer_module
+
+    path = make_hosts(root, content=BASE)
+    w = HostsWriter(root)
+    real_write = writer_module.HostsWriter._write_in_place
+
+    def then_docker(self, fd, cid, before, after) -> None:  # type: ignore[no-untyped-def]
+        real_write(self, fd, cid, before, after)
+        os.pwrite(fd, b"#", 0)  # same size, other bytes: only a read tells
+
+    with mock.patch.object(writer_module.HostsWriter, "_write_in_place", then_docker):
+        result = w.update(CID, to(BASE + b"10.0.0.2\tdb\n"))
+    assert result.raced
+    assert not w.as_left(CID)
+    assert path.read_bytes().startswith(b"#")
