@@ -150,7 +150,7 @@ class Daemon:
         """On the watcher's thread: a stopped target's file is the fast path's trigger;
         any other is a dependent's file someone wrote."""
         assert self.fastpath is not None
-        if not self.fastpath.trigger(container_id):
+        if not self.fastpath.trigger(container_id, closed):
             self.hints.put(Drift(container_id, closed))
 
     def _load_kept(self) -> None:

@@ -19,15 +19,21 @@ number of engine calls. If its file then holds an own entry the engine does not 
 that is reported (once, by the loop) as a forged entry, with the running containers that
 share the file.
 
+That look at the file is taken when a round of probes ends, which is any moment of the
+writer's work: a sidecar that writes like Docker (the file emptied to the localhost line,
+then the full file) can be caught between its two steps at the end of every round. So a
+round that finds no own entry keeps looking while its backoff runs: each write that closes
+the file is read again (the file only, never the engine), until an own entry is found or
+RECHECKS reads are spent, whichever comes first.
+
 Imports: core, writer.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from hostsyncd.core.graph import (
@@ -49,6 +55,10 @@ PROBE_DELAYS = (0.0, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 # not turn into a loop of engine calls. The connect event still brings a real start.
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+# After a round found the target not running and its file without an own entry, at most
+# this many of the file's next complete writes (closes) are read for one, during the
+# backoff: a file written in a loop costs a bounded number of reads, as of engine calls.
+RECHECKS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +117,8 @@ class _Probe:
 class _Backoff:
     until: float
     delay: float
+    # Reads of the file left for an own entry (0: one was found, or none left to spend).
+    rechecks: int = 0
 
 
 # (network id) -> {container id: (name, endpoint)}: one inspect answers for every target
@@ -130,6 +142,7 @@ class StartFastPath:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._triggered: set[str] = set()
+        self._closed: set[str] = set()  # of those, the ones whose writer closed the file
         self._stopping = False
         # Only this object's thread touches these.
         self._probes: dict[str, _Probe] = {}
@@ -148,13 +161,16 @@ class StartFastPath:
 
     # -- the watcher's side -------------------------------------------------------------
 
-    def trigger(self, container_id: str) -> bool:
-        """A watched file was written. True if it is a waiting target's (this object's
-        business); the caller treats any other file as drift."""
+    def trigger(self, container_id: str, closed: bool = True) -> bool:
+        """A watched file was written (`closed`: and its writer closed it). True if it is a
+        waiting target's (this object's business); the caller treats any other file as
+        drift."""
         if not self.waits_for(container_id):
             return False
         with self._wake:
             self._triggered.add(container_id)
+            if closed:
+                self._closed.add(container_id)
             self._wake.notify()
         return True
 
@@ -180,8 +196,9 @@ class StartFastPath:
                 if self._stopping:
                     return
                 triggered, self._triggered = self._triggered, set()
+                closed, self._closed = self._closed, set()
             try:
-                self.step(triggered)
+                self.step(triggered, closed)
             except Exception as exc:  # noqa: BLE001 - this thread must not die of a bug
                 self.emit(exc)
 
@@ -190,9 +207,10 @@ class StartFastPath:
             return None
         return max(0.0, min(p.due for p in self._probes.values()) - self.clock())
 
-    def step(self, triggered: set[str]) -> None:
-        """Start probes for new triggers, then run every probe that is due. Public so that
-        tests can drive it without the thread."""
+    def step(self, triggered: set[str], closed: Collection[str] = ()) -> None:
+        """Start probes for new triggers, then run every probe that is due; read again the
+        files of backed-off targets that `closed` (the triggers whose writer closed the
+        file) names. Public so that tests can drive it without the thread."""
         now = self.clock()
         waiting = self._waiting
         if waiting is None:
@@ -211,6 +229,10 @@ class StartFastPath:
                 continue
             backoff = self._backoff.get(cid)
             if backoff is not None and now < backoff.until:
+                if backoff.rechecks and cid in closed:
+                    # A complete write while backed off: the file only, not the engine.
+                    backoff.rechecks = 0 if self._check_forged(waiting, cid) \
+                        else backoff.rechecks - 1
                 continue
             self._probes[cid] = _Probe(started=now, due=now)
         due = [cid for cid, p in self._probes.items() if p.due <= now]
@@ -233,8 +255,8 @@ class StartFastPath:
             del self._probes[cid]
             previous = self._backoff.get(cid)
             delay = FIRST_BACKOFF if previous is None else min(previous.delay * 2, MAX_BACKOFF)
-            self._backoff[cid] = _Backoff(now + delay, delay)
-            self._check_forged(waiting, cid)
+            found = self._check_forged(waiting, cid)
+            self._backoff[cid] = _Backoff(now + delay, delay, 0 if found else RECHECKS)
 
     def _ask_engine(self, waiting: Waiting, due: list[str]) -> dict[str, tuple[Endpoint, ...]]:
         """The endpoints the engine lists now for each due target, one inspect per network."""
@@ -274,17 +296,22 @@ class StartFastPath:
             writes.append(FastWrite(found, result))
         self.emit(EarlyStart(cid, target.name, endpoints, tuple(writes)))
 
-    def _check_forged(self, waiting: Waiting, cid: str) -> None:
+    def _check_forged(self, waiting: Waiting, cid: str) -> bool:
         """The engine says the target is not running, yet its file was written. If the file
-        holds an own entry, someone who shares the file forged it."""
-        with contextlib.suppress(HostsFileError):
+        holds an own entry, someone who shares the file forged it: emitted for the loop,
+        which says it if the engine still lists no start FORGED_GRACE later. True if found."""
+        try:
             own = [ip for ip in own_addresses(self.writer.read(cid), cid[:12]) if ip]
-            if own:
-                snapshot = waiting.snapshot
-                target = snapshot.by_id[cid]
-                sharers = tuple(sorted(
-                    c.name for c in snapshot
-                    if c.id != cid and c.is_live and c.network_mode.startswith("container:")
-                    and (owner := netns_owner(snapshot, c)) is not None and owner.id == cid
-                ))
-                self.emit(ForgedEntry(cid, target.name, own[0], sharers))
+        except HostsFileError:
+            return False
+        if not own:
+            return False
+        snapshot = waiting.snapshot
+        target = snapshot.by_id[cid]
+        sharers = tuple(sorted(
+            c.name for c in snapshot
+            if c.id != cid and c.is_live and c.network_mode.startswith("container:")
+            and (owner := netns_owner(snapshot, c)) is not None and owner.id == cid
+        ))
+        self.emit(ForgedEntry(cid, target.name, own[0], sharers))
+        return True

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from builders import Clock, ListingEngine, NullLog
 
+from hostsyncd import fastpath
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
 from hostsyncd.fastpath import (
@@ -84,6 +85,10 @@ class World:
     def forge(self, address: str) -> None:
         entry = f"{address}\t{cid('db')[:12]}\n".encode()
         (self.root / cid("db") / "hosts").write_bytes(BASE + entry)
+
+    def empty(self) -> None:
+        """The first step of a rebuild (Docker's, or a look-alike): the localhost line."""
+        (self.root / cid("db") / "hosts").write_bytes(BASE)
 
     def run_probes(self, seconds: float) -> None:
         """Step the fast path's clock through every probe of one trigger and beyond."""
@@ -170,6 +175,64 @@ def test_a_file_written_in_a_loop_costs_engine_calls_at_a_falling_rate(tmp_path:
     assert rounds <= 6 + seconds / MAX_BACKOFF
     assert FIRST_BACKOFF < MAX_BACKOFF
     assert sum(isinstance(h, ForgedEntry) for h in w.hints) == rounds  # the loop says it once
+
+
+def _rebuilds_caught_between_steps(w: World, full: bytes | None, rounds: int,
+                                   cycles: int = 3) -> None:
+    """A sidecar rewriting db's file like Docker, in two complete writes (each closes the
+    file): emptied to the localhost line, then `full` (None: the localhost line again).
+    Paced the way a loaded CI run paced it: the emptied step starts each round of probes,
+    and the full step lands only after the round has ended (backed off), so every round's
+    own look at the file finds the emptied step."""
+    db = cid("db")
+    path = w.root / db / "hosts"
+    for _ in range(rounds):
+        w.empty()
+        w.fast.step({db}, {db})  # starts a round: its backoff has run out
+        w.run_probes(PROBE_DELAYS[-1] + 0.01)  # the round ends on the emptied file
+        for _ in range(cycles):  # the full step, then more cycles inside the backoff
+            path.write_bytes(full if full is not None else BASE)
+            w.clock.now += 0.001
+            w.fast.step({db}, {db})
+            w.empty()
+            w.clock.now += 0.001
+            w.fast.step({db}, {db})
+        w.clock.now += MAX_BACKOFF  # the backoff runs out
+
+
+def test_a_forgery_written_in_two_steps_is_found_though_every_round_ends_between_them(
+    tmp_path: Path
+) -> None:
+    """CI: the forgery across a daemon restart was never reported, because each of the
+    few rounds of probes in the forger's 3 s read the file in its emptied step."""
+    w = World(tmp_path)
+    before = w.file("web")
+    entry = f"6.6.6.6\t{cid('db')[:12]}\n".encode()
+    _rebuilds_caught_between_steps(w, BASE + entry, rounds=4)
+    assert w.file("web") == before
+    forged = [h for h in w.hints if isinstance(h, ForgedEntry)]
+    assert forged, "a forgery written in steps was never seen"
+    assert set(forged) == {ForgedEntry(cid("db"), "db", "6.6.6.6", ("side",))}
+    assert len(forged) <= 4  # once per round at most: the reads stop at the first find
+    assert w.network.calls == 4 * len(PROBE_DELAYS)  # the re-reads never ask the engine
+    assert not any(isinstance(h, EarlyStart) for h in w.hints)
+
+
+def test_a_file_rewritten_without_an_own_entry_costs_bounded_reads(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    reads = 0
+    read = w.fast.writer.read
+
+    def counted(container_id: str) -> bytes:
+        nonlocal reads
+        reads += 1
+        return read(container_id)
+
+    w.fast.writer.read = counted  # type: ignore[method-assign]
+    _rebuilds_caught_between_steps(w, None, rounds=3, cycles=fastpath.RECHECKS)
+    assert w.hints == []
+    # Each round's own read, then RECHECKS of the 2 * RECHECKS closes in its backoff.
+    assert reads == 3 * (1 + fastpath.RECHECKS)
 
 
 def test_the_loop_reports_a_forgery_once_and_not_for_a_target_that_started(
