@@ -204,15 +204,15 @@ class HostsWriter:
             if (not before and defer_empty) or _stamp(fd) != stamp:
                 return WriteResult(before, before, raced=True)
             self._write_in_place(fd, container_id, before, after)
-            # Someone may have written at the same moment: what is there now must be what
-            # was written, or the file is looked at again soon, and not taken as ours.
             left = _stamp(fd)
-            raced = left[1] != len(after) or os.pread(fd, len(after) + 1, 0) != after \
-                or _stamp(fd) != left
-            if raced:
-                self._left.pop(container_id, None)
-            else:
+            raced = left[1] != len(after)
+            # Someone may have written at the same moment, leaving the size as ours: the
+            # file is taken as we left it only while it reads back as written, so their
+            # write's events still count as work.
+            if not raced and os.pread(fd, len(after) + 1, 0) == after and _stamp(fd) == left:
                 self._left[container_id] = left
+            else:
+                self._left.pop(container_id, None)
             return WriteResult(before, after, raced=raced)
         finally:
             os.close(fd)
@@ -296,7 +296,7 @@ class HostsWriter:
         try:
             if after.startswith(before):
                 _reserve(fd, len(after))
-                _pwrite_all(fd, after[len(before) :], len(before))
+                _append_all(fd, after[len(before) :])
             elif before.startswith(after):
                 os.ftruncate(fd, len(after))
             else:
@@ -357,6 +357,17 @@ def _pwrite_all(fd: int, data: bytes, at: int = 0) -> None:
     done = 0
     while done < len(data):
         done += os.pwrite(fd, view[done:], at + done)
+
+
+def _append_all(fd: int, data: bytes) -> None:
+    """Append at the end as the kernel finds it (RWF_APPEND, under the inode's lock), not at
+    the end we read: Docker appends its own entry on a network connect without a lock, and
+    a write at the old end would overwrite that line. Then the block lands after it, and
+    the next look moves it to the end."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        done += os.pwritev(fd, [view[done:]], -1, os.RWF_APPEND)
 
 
 def _reserve(fd: int, length: int) -> None:

@@ -167,6 +167,8 @@ class Poller:
     # (flag, start, seconds) of every window longer than `long_window` seconds
     long: list[tuple[str, float, float]] = field(default_factory=list)
     long_window: float = 0.1
+    # The first few reads of each flag, as read (cut at 2 KiB): what a failure looked like.
+    examples: dict[str, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
@@ -189,6 +191,9 @@ class Poller:
                 flags = self.classify(at, data)
                 for flag in flags:
                     self.counts[flag] = self.counts.get(flag, 0) + 1
+                    seen = self.examples.setdefault(flag, [])
+                    if len(seen) < 3:
+                        seen.append(data[:2048].decode("utf-8", "backslashreplace"))
                     if flag not in open_since:
                         open_since[flag] = at
                         self.windows[flag] = self.windows.get(flag, 0) + 1
@@ -217,6 +222,7 @@ class Poller:
             "flagged_reads": dict(self.counts),
             "windows": dict(self.windows),
             "longest_window_ms": {k: round(v * 1000, 3) for k, v in self.longest.items()},
+            "examples": {k: v for k, v in self.examples.items() if k == "malformed"},
         }
 
 

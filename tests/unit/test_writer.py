@@ -421,20 +421,25 @@ def test_adding_the_block_is_one_append_and_removing_it_one_truncate(root: Path)
     path = make_hosts(root, content=BASE)
     with_block = hosts_content(2)
     calls: list[tuple[str, int]] = []
-    real_pwrite, real_ftruncate = os.pwrite, os.ftruncate
+    real_pwrite, real_pwritev, real_ftruncate = os.pwrite, os.pwritev, os.ftruncate
 
     def pwrite(fd: int, data: bytes, offset: int) -> int:
         calls.append(("pwrite", offset))
         return real_pwrite(fd, data, offset)
+
+    def pwritev(fd: int, buffers: list, offset: int, flags: int = 0) -> int:
+        calls.append(("append" if flags & os.RWF_APPEND else "pwritev", offset))
+        return real_pwritev(fd, buffers, offset, flags)
 
     def ftruncate(fd: int, length: int) -> None:
         calls.append(("ftruncate", length))
         real_ftruncate(fd, length)
 
     with mock.patch("hostsyncd.writer.os.pwrite", pwrite), \
+            mock.patch("hostsyncd.writer.os.pwritev", pwritev), \
             mock.patch("hostsyncd.writer.os.ftruncate", ftruncate):
         HostsWriter(root).update(CID, to(with_block))
-        assert calls == [("pwrite", len(BASE))]
+        assert calls == [("append", -1)]
         assert path.read_bytes() == with_block
         calls.clear()
         HostsWriter(root).update(CID, to(BASE))
@@ -535,9 +540,9 @@ def test_a_file_as_the_writer_left_it_is_known_without_a_read(root: Path) -> Non
     assert not w.as_left(CID)  # gone: not as left
 
 
-def test_a_write_that_someone_else_overlaps_is_a_race_and_not_taken_as_ours(root: Path) -> None:
-    """Someone writes between our write and our look at the result: the content is not
-    what was written, so it is looked at again (raced), and its write events are work."""
+def test_a_write_that_someone_else_overlaps_is_not_taken_as_ours(root: Path) -> None:
+    """Someone writes between our write and our look at the result, leaving the size as
+    ours: the content is not what was written, so its write events are work."""
     from hostsyncd import writer as writer_module
 
     path = make_hosts(root, content=BASE)
@@ -549,7 +554,25 @@ def test_a_write_that_someone_else_overlaps_is_a_race_and_not_taken_as_ours(root
         os.pwrite(fd, b"#", 0)  # same size, other bytes: only a read tells
 
     with mock.patch.object(writer_module.HostsWriter, "_write_in_place", then_docker):
-        result = w.update(CID, to(BASE + b"10.0.0.2\tdb\n"))
-    assert result.raced
+        w.update(CID, to(BASE + b"10.0.0.2\tdb\n"))
     assert not w.as_left(CID)
     assert path.read_bytes().startswith(b"#")
+
+
+def test_a_line_docker_appends_while_the_block_is_added_is_kept(root: Path) -> None:
+    """Docker appends its own entry on a connect, unlocked, between our read and our write:
+    the block is appended at the end the kernel finds, after Docker's line, never over it."""
+    from hostsyncd import writer as writer_module
+
+    path = make_hosts(root, content=BASE)
+    real_reserve = writer_module._reserve
+
+    def docker_appends(fd: int, length: int) -> None:
+        with open(path, "ab") as f:
+            f.write(b"10.1.0.5\t0123456789ab\n")
+        real_reserve(fd, length)
+
+    with mock.patch.object(writer_module, "_reserve", docker_appends):
+        HostsWriter(root).update(CID, to(BASE + b"# BEGIN x\n10.0.0.2\tdb\n# END x\n"))
+    assert path.read_bytes() == BASE + b"10.1.0.5\t0123456789ab\n" \
+        b"# BEGIN x\n10.0.0.2\tdb\n# END x\n"
