@@ -99,3 +99,53 @@ def test_forget_drops_everything_about_a_key_and_the_heap_stays_bounded() -> Non
     q.forget("k")
     assert q.keys() == set() and q.next_due() is None
     assert q.attempts("k", Retry.FAILED) == 0
+
+
+def test_keys_due_at_the_same_moment_or_sooner_come_first_by_time() -> None:
+    q = WorkQueue()
+    q.add("z", 0.0)
+    q.add("a", 0.5)
+    assert q.due(0.0) == ["z"]  # due exactly now is due
+    assert q.due(0.5) == ["z", "a"]  # by due time, not by name
+
+
+def test_a_retry_queues_the_key_unless_something_sooner_is_queued() -> None:
+    q = WorkQueue()
+    assert q.retry("k", 1.0, Retry.RACE) == Retry.RACE.first
+    assert q.next_due() == 1.0 + Retry.RACE.first
+    assert q.take("k") is False  # not a drift unless said
+    q.retry("k", 1.0, Retry.FIGHT, drift=True)
+    q.done("k", Retry.FIGHT)
+    q.drift("k", 1.0, closed=False)  # a write without a close never brings it sooner
+    assert q.next_due() == 1.5
+
+
+def test_repairs_are_counted_per_key_in_a_sliding_window() -> None:
+    q = WorkQueue()
+    for n in range(FIGHT_BURST - 1):
+        assert not q.repaired("a", 100.0 + n * 0.01)
+        assert not q.repaired("b", 100.0 + n * 0.01)
+    assert not q.fighters()  # 58 repairs, but 29 each
+    q = WorkQueue()
+    for n in range(FIGHT_BURST):  # slow at first: no fight...
+        assert not q.repaired("k", 100.0 + n)
+    became = [q.repaired("k", 200.0 + n * 0.01) for n in range(FIGHT_BURST)]
+    assert any(became)  # ...then fast: the window slides
+    q = WorkQueue()
+    for _ in range(FIGHT_BURST - 1):
+        q.repaired("k", 100.0)
+    assert q.repaired("k", 100.0 + FIGHT_WINDOW)  # exactly the window: still a fight
+
+
+def test_a_forgotten_fighter_is_no_fighter_and_the_rebuilt_heap_still_answers() -> None:
+    q = WorkQueue()
+    for n in range(FIGHT_BURST):
+        q.repaired("k", n * 0.01)
+    q.forget("k")
+    assert q.fighters() == frozenset() and not q.fighting("k")
+    most = 0
+    for n in range(1000):
+        q.add("j", float(1000 - n))
+        most = max(most, len(q._heap))
+    assert most <= 2 * len(q.keys()) + 64
+    assert q.next_due() == 1.0 and q.due(1.0) == ["j"]
