@@ -149,3 +149,15 @@ def test_a_forgotten_fighter_is_no_fighter_and_the_rebuilt_heap_still_answers() 
         most = max(most, len(q._heap))
     assert most <= 2 * len(q.keys()) + 64
     assert q.next_due() == 1.0 and q.due(1.0) == ["j"]
+
+
+def test_the_heap_rebuilt_right_after_a_push_keeps_every_queued_key() -> None:
+    q = WorkQueue()
+    q.add("other", 500.0)
+    pushes = 2 * 2 + 64  # with "j" there are 2 keys: the heap's 69th entry rebuilds it
+    for n in range(pushes):
+        q.add("j", 100.0 - n)
+    assert len(q._heap) == 2  # rebuilt: one entry per queued key
+    assert q.next_due() == 100.0 - (pushes - 1)
+    q.take("j")
+    assert q.next_due() == 500.0
