@@ -98,7 +98,10 @@ class WorkQueue:
         entry = self._keys.setdefault(key, _Key())
         count = entry.attempts.get(reason, 0)
         entry.attempts[reason] = count + 1
-        delay = min((first or reason.first) * 2 ** count, max(reason.ceiling, first))
+        # The exponent stops growing long before the ceiling could matter: a file that
+        # fails for days must not overflow a float (2.0 ** 1024 does).
+        delay = min((first or reason.first) * 2.0 ** min(count, 40),
+                    max(reason.ceiling, first))
         at = now + delay
         # Queued meanwhile for an event: that stays; a drift and a drift stay a drift.
         entry.drift = drift if entry.due is None else entry.drift and drift

@@ -161,3 +161,11 @@ def test_the_heap_rebuilt_right_after_a_push_keeps_every_queued_key() -> None:
     assert q.next_due() == 100.0 - (pushes - 1)
     q.take("j")
     assert q.next_due() == 500.0
+
+
+def test_a_file_that_fails_for_days_keeps_its_ceiling() -> None:
+    q = WorkQueue()
+    for _ in range(5000):  # a write failing every 60 s for three and a half days
+        delay = q.retry("k", 0.0, Retry.FAILED, first=2.0)
+        q.take("k")
+    assert delay == Retry.FAILED.ceiling
