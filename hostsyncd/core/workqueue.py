@@ -149,13 +149,21 @@ class WorkQueue:
         return entry is not None and entry.due is not None
 
     def due(self, now: float) -> list[str]:
-        """The keys due by `now`, earliest first (still queued: `take` each)."""
-        self._trim()
-        if not self._heap or self._heap[0][0] > now:
-            return []
-        return sorted((key for key, entry in self._keys.items()
-                       if entry.due is not None and entry.due <= now),
-                      key=lambda key: self._keys[key].due or 0.0)
+        """The keys due by `now`, earliest first (still queued: `take` each). Costs the
+        due keys times log(queue), not a walk of every key: the heap is read down to `now`
+        and the live entries put back."""
+        heap, keys = self._heap, self._keys
+        found: dict[str, None] = {}  # ordered, and a cheap "seen"
+        live: list[tuple[float, str]] = []
+        while heap and heap[0][0] <= now:
+            at, key = heapq.heappop(heap)
+            entry = keys.get(key)
+            if entry is not None and entry.due == at and key not in found:
+                found[key] = None
+                live.append((at, key))
+        for item in live:
+            heapq.heappush(heap, item)
+        return list(found)
 
     def take(self, key: str) -> bool | None:
         """Take `key` off the queue to work on it: whether it was queued as a drift (None:
