@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from hostsyncd.core.graph import (
     DependentPlan,
@@ -73,6 +73,10 @@ class Waiting:
     transform: Callable[[list[DependentPlan]], tuple[FilePlan, Callable[[bytes], bytes]]]
     health: str = "ignore"  # links.health
     domain: str = ""  # links.domain
+    # Files of containers fighting us: the loop repairs them on a backoff, and finds them
+    # calm only when our last write has stood that long, so no write of ours may come in
+    # between (a look moments after one would take a fighter for calm).
+    backed_off: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +158,12 @@ class StartFastPath:
     def arm(self, waiting: Waiting) -> None:
         """The targets that links now wait for, and their dependents (after each pass)."""
         self._waiting = waiting
+
+    def back_off(self, files: frozenset[str]) -> None:
+        """The files the loop now repairs on a backoff alone (see Waiting.backed_off)."""
+        waiting = self._waiting
+        if waiting is not None and waiting.backed_off != files:
+            self._waiting = replace(waiting, backed_off=files)
 
     def waits_for(self, container_id: str) -> bool:
         waiting = self._waiting
@@ -288,6 +298,8 @@ class StartFastPath:
                 by_file.setdefault(plan.hosts_file, []).append(plan)
         writes = []
         for fid, started in by_file.items():
+            if fid in waiting.backed_off:
+                continue
             found, transform = waiting.transform(started)
             try:
                 result = self.writer.update(fid, transform, expect_change=True)

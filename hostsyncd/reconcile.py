@@ -319,7 +319,8 @@ class Reconciler:
         self.stopped_targets = set(decided.waiting)
         if self.fastpath is not None:
             self.fastpath.arm(Waiting(snapshot, dict(decided.waiting), links.label,
-                                      self._transform_for, links.health, links.domain))
+                                      self._transform_for, links.health, links.domain,
+                                      self.queue.fighters()))
         # Watch before writing: a rewrite that lands right after our write must be seen.
         self.watch(self.watched)
         now = self.clock()
@@ -390,8 +391,10 @@ class Reconciler:
                 # watched.
                 queue.retry(cid, now, Retry.FIGHT, drift=True)
         self._report_forged(now)
-        if queue.fighters() != fighting:
-            self.watch(self.watched)  # a fight began or ended
+        if queue.fighters() != fighting:  # a fight began or ended
+            self.watch(self.watched)
+            if self.fastpath is not None:
+                self.fastpath.back_off(queue.fighters())
         # Logged after all the writes: with many dependents of one target, the last file
         # must not wait for the log lines of all the others.
         for report in reports:

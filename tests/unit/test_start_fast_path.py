@@ -24,6 +24,7 @@ from hostsyncd.fastpath import (
     StartFastPath,
 )
 from hostsyncd.reconcile import FORGED_GRACE, Reconciler
+from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsWriter
 
 LABEL = "hostsyncd.links"
@@ -56,11 +57,13 @@ def _ctr(name: str, ip: str, state: str = "running", links: str | None = None,
 
 
 class World:
-    def __init__(self, tmp_path: Path, keep: bool = False) -> None:
+    def __init__(self, tmp_path: Path, keep: bool = False, web_links: str = "db",
+                 also: tuple[Container, ...] = ()) -> None:
         self.containers = [
             _ctr("db", "", state="exited"),
-            _ctr("web", "10.0.0.4", links="db"),
+            _ctr("web", "10.0.0.4", links=web_links),
             _ctr("side", "", mode=f"container:{cid('db')}"),
+            *also,
         ]
         for c in self.containers:
             (tmp_path / c.id).mkdir()
@@ -270,3 +273,30 @@ def test_the_loop_reports_a_forgery_once_and_not_for_a_target_that_started(
     clock.now += FORGED_GRACE
     w.rec.repair()
     assert len(said) == 1
+
+
+def test_a_container_fighting_us_is_written_by_the_loops_backoff_not_the_fast_path(
+    tmp_path: Path
+) -> None:
+    """Its fight ends when a timed look finds our last write still there; a fast-path write
+    moments before that look would end it falsely (seen in CI: a fighter reported twice)."""
+    w = World(tmp_path, web_links="db cache", also=(_ctr("cache", "10.0.0.7"),))
+    web = w.root / cid("web") / "hosts"
+    assert b"10.0.0.7\tcache\n" in web.read_bytes()
+    for _ in range(30):  # the container empties its file, and gets its block back
+        web.write_bytes(BASE)
+        w.rec.drifted([Drift(cid("web"))])
+        w.rec.repair()
+    assert w.rec.queue.fighting(cid("web"))
+    web.write_bytes(BASE)  # and again, while its target starts
+    w.network.members[cid("db")] = ("db", Endpoint("bridge", NET, "10.0.0.9"))
+    assert w.fast.trigger(cid("db"))
+    w.fast.step({cid("db")})
+    [early] = w.hints
+    assert isinstance(early, EarlyStart) and early.writes == ()
+    assert web.read_bytes() == BASE
+    # The loop writes it (the plan changed), and its backoff stands.
+    w.rec.started(early)
+    assert w.rec.reconcile().written == 1
+    assert b"10.0.0.9\tdb\n" in web.read_bytes()
+    assert w.rec.queue.fighting(cid("web"))
