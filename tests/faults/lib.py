@@ -151,12 +151,40 @@ class Loop:
         self.check()
 
 
+_HELD_READS = 16  # bad reads held at most, waiting for the next good one
+
+
+def torn(data: bytes, before: bytes, after: bytes) -> bool:
+    """Whether `data` is what a read racing one overwrite from `before` to `after` can
+    return: a prefix of one and the rest of the other, at the same offsets. The writer pads
+    the shorter content with newlines to the other's length while it overwrites (and
+    truncates after), so both are padded to the length of the read."""
+    size = len(data)
+    if len(before) > size or len(after) > size:
+        return False
+    before, after = before.ljust(size, b"\n"), after.ljust(size, b"\n")
+    for head, tail in ((after, before), (before, after)):
+        if _common_prefix(data, head) + _common_prefix(data[::-1], tail[::-1]) >= size:
+            return True
+    return False
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                min(len(a), len(b)))  # fmt: skip
+
+
 @dataclass
 class Poller:
     """Reads a file as fast as it can on a thread; `classify(at, bytes) -> set of flags`
     says what is wrong with each read (`at`: time.monotonic() just before the read).
     Counts reads, flagged reads and windows (runs of consecutive flagged reads) per flag,
-    with the longest window in seconds."""
+    with the longest window in seconds.
+
+    With `torn_flag`, a read carrying that flag is held until the next read without it. If
+    it is the one kind of bad read that no writer can rule out, a read that raced a single
+    overwrite (see `torn`), it is counted as "torn" instead: the kernel copies a write into
+    the page cache without stopping readers. Any other bad read keeps its flag."""
 
     path: Path
     classify: Callable[[float, bytes], set[str]]
@@ -169,6 +197,7 @@ class Poller:
     long_window: float = 0.1
     # The first few reads of each flag, as read (cut at 2 KiB): what a failure looked like.
     examples: dict[str, list[str]] = field(default_factory=dict)
+    torn_flag: str | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
@@ -180,6 +209,8 @@ class Poller:
 
     def _run(self) -> None:
         open_since: dict[str, float] = {}
+        held: list[tuple[float, bytes, set[str]]] = []  # reads flagged torn_flag, in order
+        last_good: bytes | None = None
         try:
             while not self._stop.is_set():
                 at = time.monotonic()
@@ -189,24 +220,43 @@ class Poller:
                     continue
                 self.reads += 1
                 flags = self.classify(at, data)
-                for flag in flags:
-                    self.counts[flag] = self.counts.get(flag, 0) + 1
-                    seen = self.examples.setdefault(flag, [])
-                    if len(seen) < 3:
-                        seen.append(data[:2048].decode("utf-8", "backslashreplace"))
-                    if flag not in open_since:
-                        open_since[flag] = at
-                        self.windows[flag] = self.windows.get(flag, 0) + 1
-                for flag in list(open_since):
-                    if flag not in flags:
-                        since = open_since.pop(flag)
-                        took = at - since
-                        self.longest[flag] = max(self.longest.get(flag, 0.0), took)
-                        if took > self.long_window:
-                            self.long.append((flag, since, took))
+                if self.torn_flag is not None:
+                    if self.torn_flag in flags and len(held) < _HELD_READS:
+                        held.append((at, data, flags))
+                        time.sleep(0)
+                        continue
+                    for h_at, h_data, h_flags in held:
+                        if (self.torn_flag in h_flags and last_good is not None
+                                and torn(h_data, last_good, data)):  # fmt: skip
+                            h_flags = (h_flags - {self.torn_flag}) | {"torn"}
+                        self._record(h_at, h_data, h_flags, open_since)
+                    held.clear()
+                    if self.torn_flag not in flags:
+                        last_good = data
+                self._record(at, data, flags, open_since)
                 time.sleep(0)  # let the other threads in between reads
+            for h_at, h_data, h_flags in held:
+                self._record(h_at, h_data, h_flags, open_since)
         except BaseException as exc:  # noqa: BLE001 - re-raised by stop()
             self._error = exc
+
+    def _record(self, at: float, data: bytes, flags: set[str],
+                open_since: dict[str, float]) -> None:  # fmt: skip
+        for flag in flags:
+            self.counts[flag] = self.counts.get(flag, 0) + 1
+            seen = self.examples.setdefault(flag, [])
+            if len(seen) < 3:
+                seen.append(data[:2048].decode("utf-8", "backslashreplace"))
+            if flag not in open_since:
+                open_since[flag] = at
+                self.windows[flag] = self.windows.get(flag, 0) + 1
+        for flag in list(open_since):
+            if flag not in flags:
+                since = open_since.pop(flag)
+                took = at - since
+                self.longest[flag] = max(self.longest.get(flag, 0.0), took)
+                if took > self.long_window:
+                    self.long.append((flag, since, took))
 
     def stop(self) -> Poller:
         self._stop.set()
@@ -222,7 +272,7 @@ class Poller:
             "flagged_reads": dict(self.counts),
             "windows": dict(self.windows),
             "longest_window_ms": {k: round(v * 1000, 3) for k, v in self.longest.items()},
-            "examples": {k: v for k, v in self.examples.items() if k == "malformed"},
+            "examples": {k: v for k, v in self.examples.items() if k in ("malformed", "torn")},
         }
 
 

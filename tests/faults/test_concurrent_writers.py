@@ -4,6 +4,8 @@ Docker rewrites the dependent's file (restart: from scratch; network connect: ap
 disconnect: delete lines) while hostsyncd rewrites it for a target that keeps flapping.
 Neither writer locks. A poller counts the reads in which either side's lines are missing,
 and after every Docker operation the file must converge to Docker's lines plus the block.
+No read may be malformed, except one that raced a single overwrite (the kernel does not
+stop a reader while a write is copied in): those are counted apart, and must stay rare.
 
 What "Docker's lines" are after each operation is taken from a twin: a container on the
 same networks that is no dependent, and gets the same operations just before. Its lines,
@@ -25,6 +27,7 @@ pytestmark = pytest.mark.engine
 ROUNDS = 6
 OPS = ("connect", "restart", "disconnect", "restart")
 CONVERGE_TIMEOUT = 5.0
+MAX_TORN_READS = 3
 
 
 def test_docker_and_hostsyncd_writing_at_once_always_converge(
@@ -87,7 +90,7 @@ def test_docker_and_hostsyncd_writing_at_once_always_converge(
     order_differs: list[str] = []  # ops after which the lines match only as a set
     lost: list[str] = []
     flapper = Loop(flap, name="flapper").start()
-    poller = Poller(path, classify).start()
+    poller = Poller(path, classify, torn_flag="malformed").start()
     try:
         for _ in range(ROUNDS):
             for op in OPS:
@@ -148,3 +151,7 @@ def test_docker_and_hostsyncd_writing_at_once_always_converge(
     wait_until(exact, what="the final state", show=path.read_bytes)
     assert d.alive()
     assert figures["flagged_reads"].get("malformed", 0) == 0, figures
+    # A read that overlaps the copy of one overwrite into the page cache (well under a
+    # microsecond per write) can mix the two; a writer that left the file in any other
+    # state for longer would be seen far more often.
+    assert figures["flagged_reads"].get("torn", 0) <= MAX_TORN_READS, figures
