@@ -177,14 +177,12 @@ class HostsWriter:
         if not expect_change:
             fd = self._open(container_id, os.O_RDONLY)
             try:
-                before, stamp = self._read_stable(fd, container_id)
-                # The content read is the file as of this stamp only if nobody wrote since.
-                stamp_held = _stamp(fd) == stamp
+                before, stamp, held = self._read_stable(fd, container_id)
             finally:
                 os.close(fd)
             after = transform(before)
             if after == before:
-                if stamp_held:
+                if held:
                     self._left[container_id] = stamp
                 return WriteResult(before, after)
             if not before and defer_empty:
@@ -194,7 +192,7 @@ class HostsWriter:
             before = b""
         fd = self._open(container_id, os.O_RDWR)
         try:
-            current, stamp = self._read_stable(fd, container_id)
+            current, stamp, _ = self._read_stable(fd, container_id)
             if expect_change or current != before:  # build on what is there now
                 before, after = current, transform(current)
             if after == before:
@@ -218,14 +216,17 @@ class HostsWriter:
             os.close(fd)
 
     def _read_stable(self, fd: int, container_id: str
-                     ) -> tuple[bytes, tuple[int, int, int, int]]:
-        """The content, read again while a writer is seen to be changing it."""
+                     ) -> tuple[bytes, tuple[int, int, int, int], bool]:
+        """The content, read again while a writer is seen to be changing it; with the stamp
+        before the last read, and whether the file kept that stamp through it (the content
+        is the file as of the stamp only then)."""
         for _ in range(_STABLE_READ_TRIES):
             stamp = _stamp(fd)
             content = self._read_bounded(fd, container_id)
-            if _stamp(fd) == stamp and len(content) == stamp[1]:
+            held = _stamp(fd) == stamp and len(content) == stamp[1]
+            if held:
                 break
-        return content, stamp
+        return content, stamp, held
 
     def _open(self, container_id: str, mode: int) -> int:
         if not _CONTAINER_ID.fullmatch(container_id):
