@@ -35,7 +35,7 @@ from hostsyncd.engine import (
 )
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
 from hostsyncd.metrics import Readings, TextfileWriter, link_states
-from hostsyncd.reconcile import Reconciler
+from hostsyncd.reconcile import Reconciler, ToList
 from hostsyncd.watcher import Drift, HostsWatcher
 from hostsyncd.writer import HostsWriter
 
@@ -285,7 +285,7 @@ class Daemon:
             self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
-        asked, freed = self.reconciler.apply_events(events) if events else (set(), False)
+        asked, freed = self.reconciler.apply_events(events) if events else (ToList(), False)
         self.reconciler.drifted(drifted)
         # Propagation is timed from the oldest event of the batch (stats.py).
         since = min((event.received for event in events), default=None)

@@ -17,7 +17,7 @@ Imports: config, core, engine, fastpath, problems, state, stats, watcher, writer
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,18 @@ _SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict
 class PassResult:
     written: int = 0
     failed: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ToList:
+    """What the list call after a batch of events asks the engine about: the containers
+    the events named, or everyone."""
+
+    ids: frozenset[str] = frozenset()
+    everyone: bool = False
+
+    def __bool__(self) -> bool:
+        return self.everyone or bool(self.ids)
 
 
 class Reconciler:
@@ -110,19 +122,18 @@ class Reconciler:
 
     # -- inputs -------------------------------------------------------------------------
 
-    def refresh(self, ids: Collection[str] | None = None) -> None:
-        """One list call: the level truth the events are hints about. With `ids` (from
-        apply_events), of those containers alone: an event then costs what it names, not
-        a comparison of the fleet. Everyone when an event named no container (""), when
-        there are many, and on Podman (its compat API's filters are not Docker's)."""
+    def refresh(self, asked: ToList | None = None) -> None:
+        """One list call: the level truth the events are hints about. With `asked` (from
+        apply_events), of the containers the events named alone: an event then costs what
+        it names, not a comparison of the fleet. Everyone without it (the resync), when the
+        events say so, and on Podman (its compat API's filters are not Docker's)."""
         # Asked here, on the loop's thread: hosts_path() runs on the fast path's thread too,
         # and must know the engine without a call (the engine is not thread-safe).
         podman = bool(self.engine.podman)
         if podman != self.podman:
             self._hosts_paths.clear()  # another engine at the URL
             self.podman = podman
-        only = None if ids is None or "" in ids or len(ids) > MAX_LISTED_IDS or podman \
-            else frozenset(ids)
+        only = None if asked is None or asked.everyone or podman else asked.ids
         self.observed.listed(self.engine.list_containers(only), self.clock(), only)
 
     def hosts_path(self, container_id: str) -> str:
@@ -152,11 +163,10 @@ class Reconciler:
                 "declare the links on that container", kind=WriteFailure.REFUSED)
         return found
 
-    def apply_events(self, events: Iterable[EngineEvent]) -> tuple[set[str], bool]:
-        """Fold events into the observed state. Returns (the containers a list call must
-        ask about to finish, empty if none; an address was freed): a freed address must
-        leave the files before the list call, since the next container to start may take
-        it."""
+    def apply_events(self, events: Iterable[EngineEvent]) -> tuple[ToList, bool]:
+        """Fold events into the observed state. Returns (what a list call must ask about
+        to finish, false if nothing; an address was freed): a freed address must leave the
+        files before the list call, since the next container to start may take it."""
         asked: set[str] = set()
         freed = False
         for event in events:
@@ -204,7 +214,11 @@ class Reconciler:
                 need_list = True
             if need_list:
                 asked.add(event.container_id)
-        return asked, freed
+        # An event that names no container could be about anyone; past a few ids, one
+        # list of everyone costs less than a filter that long.
+        if "" in asked or len(asked) > MAX_LISTED_IDS:
+            return ToList(everyone=True), freed
+        return ToList(frozenset(asked)), freed
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its

@@ -12,7 +12,7 @@ from builders import LINKS, ListingEngine, NullLog, cid, net
 from hostsyncd.config import Config
 from hostsyncd.core.model import Container
 from hostsyncd.engine import EngineEvent
-from hostsyncd.reconcile import MAX_LISTED_IDS, Reconciler
+from hostsyncd.reconcile import MAX_LISTED_IDS, Reconciler, ToList
 from hostsyncd.writer import HostsWriter
 
 BASE = b"127.0.0.1\tlocalhost\n"
@@ -48,7 +48,7 @@ def test_a_start_lists_the_started_container_alone(tmp_path: Path) -> None:
     engine.containers[2] = Container(cid("x0"), "db", "running",
                                      endpoints=(net("bridge", "10.0.0.66"),))
     asked, freed = rec.apply_events([_event("start", "db")])
-    assert (asked, freed) == ({cid("db")}, False)
+    assert (asked, freed) == (ToList(frozenset({cid("db")})), False)
     rec.refresh(asked)
     assert engine.asked[-1] == {cid("db")}
     assert rec.reconcile().written == 1
@@ -60,7 +60,7 @@ def test_a_destroyed_container_that_the_filtered_list_leaves_out_is_gone(tmp_pat
     rec, engine, hosts = _world(tmp_path)
     del engine.containers[0]
     asked, freed = rec.apply_events([_event("destroy", "db")])
-    assert asked == {cid("db")} and freed
+    assert asked == ToList(frozenset({cid("db")})) and freed
     rec.reconcile()
     rec.refresh(asked)
     rec.reconcile()
@@ -71,13 +71,18 @@ def test_a_destroyed_container_that_the_filtered_list_leaves_out_is_gone(tmp_pat
 def test_many_containers_an_unnamed_one_or_podman_list_everyone(tmp_path: Path) -> None:
     rec, engine, _ = _world(tmp_path, others=MAX_LISTED_IDS + 1)
     many, _ = rec.apply_events([_event("pause", f"x{i}") for i in range(MAX_LISTED_IDS + 1)])
+    assert many == ToList(everyone=True)
+    at_most, _ = rec.apply_events([_event("pause", f"x{i}") for i in range(MAX_LISTED_IDS)])
+    assert len(at_most.ids) == MAX_LISTED_IDS and not at_most.everyone
     rec.refresh(many)
     assert engine.asked[-1] is None
     unnamed, _ = rec.apply_events([_event("start", "")])
+    assert unnamed == ToList(everyone=True)
     rec.refresh(unnamed)
     assert engine.asked[-1] is None
     engine.podman = True
     few, _ = rec.apply_events([_event("start", "db")])
+    assert few == ToList(frozenset({cid("db")}))
     rec.refresh(few)
     assert engine.asked[-1] is None
 
