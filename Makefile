@@ -57,7 +57,7 @@ MUTATION_JOBS ?= $(shell nproc)
 
 mutation: venv $(VENV)/.mutation
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
+	HSD_MUTATION=1 $(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS)
 	$(PY) scripts/mutation_score.py --fail-under 90
 
 $(VENV)/.mutation: pyproject.toml

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from builders import LINKS as LABEL
-from builders import cid, ctr, net
+from builders import cid, ctr, examples, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -265,7 +265,7 @@ def fleets(draw: st.DrawFn) -> tuple[list[Container], dict[str, bytes]]:
     return targets + deps + sides, current
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(fleets())
 def test_reconcile_writes_exactly_the_files_whose_block_differs(
     fleet: tuple[list[Container], dict[str, bytes]],

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from builders import LINKS as LABEL
-from builders import cid, ctr, net
+from builders import cid, ctr, examples, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -183,7 +183,7 @@ def endpoints_st(draw: st.DrawFn, with_ip: bool = True) -> list[Endpoint]:
     return out
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=examples(500), deadline=None, database=None)
 @given(
     endpoints_st(),
     endpoints_st(),

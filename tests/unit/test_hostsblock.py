@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from builders import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from hostsyncd.core.hostsblock import (
 from hostsyncd.core.model import HostLine
 
 PROPS = settings(
-    max_examples=1_500,
+    max_examples=examples(1_500),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from builders import LINKS, cid, ctr, net
+from builders import LINKS, cid, ctr, examples, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,7 +91,7 @@ def _waiting(waiting: Mapping[str, list]) -> dict[str, list[str]]:
     return {t: sorted(p.dependent.id for p in plans) for t, plans in waiting.items()}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_histories(), st.booleans(), st.sampled_from(["ignore", "wait"]))
 def test_incremental_decides_what_a_full_pass_decides(history: list[list[Container]],
                                                       keep: bool, health: str) -> None:
@@ -160,7 +160,7 @@ _events = st.lists(st.tuples(
     st.sampled_from(NAMES), st.integers(2, 9)), max_size=12)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(_histories(), min_size=1, max_size=1), _events)
 def test_observed_updates_its_snapshot_as_it_would_build_it(
         lists: list[list[list[Container]]], events: list[tuple[str, str, int]]) -> None:
@@ -210,7 +210,7 @@ def test_observed_updates_its_snapshot_as_it_would_build_it(
         before = after
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(_histories(), _events, st.data())
 def test_a_list_of_the_changed_containers_alone_is_as_good_as_the_whole_list(
         history: list[list[Container]], events: list[tuple[str, str, int]],
@@ -275,7 +275,7 @@ def _remote_histories(draw: st.DrawFn) -> list[dict[tuple[str, str], Container]]
     return steps
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(_histories(), _remote_histories(), st.booleans(), st.booleans(),
        st.lists(st.sampled_from(["zz", "b/zz", "c/a", "yy:alias", "c/yy", "a"]), min_size=1,
                 max_size=3))

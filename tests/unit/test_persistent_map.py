@@ -3,6 +3,7 @@ changes a map already handed out, and an update copies one bucket, not the map."
 
 from __future__ import annotations
 
+from builders import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ _KEYS = st.one_of(st.text(max_size=4), st.tuples(st.sampled_from("abc"), st.text
 _OPS = st.lists(st.tuples(st.booleans(), _KEYS, st.integers()), max_size=60)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 @given(st.dictionaries(_KEYS, st.integers(), max_size=20), _OPS)
 def test_answers_like_a_dict_and_old_versions_never_change(start, ops) -> None:
     m: PersistentMap = PersistentMap(start)

@@ -8,7 +8,7 @@ from types import MappingProxyType
 
 import builders
 import pytest
-from builders import cid, net
+from builders import cid, examples, net
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -519,7 +519,7 @@ def _hosts_safe(text: str) -> bool:
     return text.isascii() and text.isprintable() and not any(c in text for c in " \t\n\r#%")
 
 
-@settings(max_examples=2000, deadline=None, database=None,
+@settings(max_examples=examples(2000), deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(_hostile())
 def test_hostile_records_never_raise_and_accepted_ones_are_hosts_safe(
@@ -552,7 +552,7 @@ def test_hostile_records_never_raise_and_accepted_ones_are_hosts_safe(
     assert _hosts_safe(found.id.replace("/", ""))
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 @given(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), _SAFE_NAMES,
        _SAFE_NAMES)
 def test_every_valid_record_round_trips(ipv4: str, ipv6: str, node: str, name: str) -> None:
@@ -605,7 +605,7 @@ def test_prefix_end(prefix: bytes, end: bytes) -> None:
     assert prefix_end(prefix) == end
 
 
-@settings(max_examples=500, deadline=None, database=None)
+@settings(max_examples=examples(500), deadline=None, database=None)
 @given(st.binary(min_size=1, max_size=6), st.binary(max_size=8), st.data())
 def test_prefix_end_bounds_exactly_the_keys_with_the_prefix(
     prefix: bytes, key: bytes, data: st.DataObject,
@@ -723,7 +723,7 @@ _ANY_V6 = st.one_of(
 )
 
 
-@settings(max_examples=3000, deadline=None, database=None)
+@settings(max_examples=examples(3000), deadline=None, database=None)
 @given(st.one_of(_ANY_V4.map(lambda ip: (ip, "")), _ANY_V6.map(lambda ip: ("", ip)), _CORNERS
                  .map(lambda ip: (ip, "") if "." in ip and ":" not in ip else ("", ip))))
 def test_an_address_is_accepted_exactly_when_another_host_can_hold_it(

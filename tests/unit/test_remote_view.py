@@ -9,7 +9,7 @@ import json
 import sys
 
 import pytest
-from builders import cid
+from builders import cid, examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,7 +128,7 @@ _OPS = st.lists(st.tuples(st.sampled_from(["put", "put", "junk", "delete"]),
                           st.integers(1, 3)), max_size=40)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=examples(300), deadline=None, database=None)
 @given(_OPS)
 def test_the_index_always_equals_indexing_the_records_afresh(ops) -> None:
     v = view(cap=2)
