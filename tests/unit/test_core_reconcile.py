@@ -135,6 +135,27 @@ def test_dependents_of_one_file_giving_an_alias_two_addresses_conflict() -> None
     assert result.blocks[cid("web")] == block(DB_LINE, HostLine("10.0.0.3", ("db", "db2")))
 
 
+def test_an_incremental_reconcile_finds_a_conflict_come_and_go() -> None:
+    """The conflicts of the files a change touches are found again; the others are kept."""
+    db2 = ctr("db2", net("n", "10.0.0.3"))
+    web = ctr("web", net("n"), links="db")
+    calm = Snapshot([DB, db2, web, sidecar("side", "db")])
+    first = reconcile(calm, {}, LABEL)
+    assert first.conflicts == ()
+    torn = Snapshot([DB, db2, web, sidecar("side", "db2:db")])
+    second = reconcile(torn, first.blocks, LABEL, previous=first)
+    assert second.replanned is not None  # incremental
+    assert second.conflicts == (
+        Conflict(cid("web"), "db", ("web", "side"), ("10.0.0.2", "10.0.0.3")),)
+    third = reconcile(calm, second.blocks, LABEL, previous=second)
+    assert third.replanned is not None and third.conflicts == ()
+    # Another change elsewhere leaves the conflict found before as it was.
+    app = ctr("app", net("n", "10.0.0.7"), links="db")
+    fourth = reconcile(Snapshot([*torn, app]), second.blocks, LABEL, previous=second)
+    assert fourth.replanned == {cid("app")}
+    assert fourth.conflicts == second.conflicts
+
+
 def test_conflicts_are_per_alias_in_alias_order_and_name_each_dependent_once() -> None:
     a1, a2 = ctr("a1", net("n", "10.0.1.1")), ctr("a2", net("n", "10.0.1.2"))
     b1, b2 = ctr("b1", net("n", "10.0.2.1")), ctr("b2", net("n", "10.0.2.2"))

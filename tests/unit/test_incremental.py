@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import pytest
 from builders import LINKS, cid, ctr, examples, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,18 +93,20 @@ def _waiting(waiting: Mapping[str, list]) -> dict[str, list[str]]:
 
 
 @settings(max_examples=examples(300), deadline=None)
-@given(_histories(), st.booleans(), st.sampled_from(["ignore", "wait"]))
+@given(_histories(), st.booleans(), st.sampled_from(["ignore", "wait"]),
+       st.sampled_from(["", "corp.example"]))
 def test_incremental_decides_what_a_full_pass_decides(history: list[list[Container]],
-                                                      keep: bool, health: str) -> None:
+                                                      keep: bool, health: str,
+                                                      domain: str) -> None:
     current: dict[str, bytes] = {}
     kept_full: Mapping = {}
     previous = None
     for containers in history:
         snapshot = Snapshot(containers)
-        full = reconcile(snapshot, current, LINKS, keep, kept_full, health)
+        full = reconcile(snapshot, current, LINKS, keep, kept_full, health, domain=domain)
         inc = reconcile(snapshot, current, LINKS, keep,
                         previous.kept if previous is not None else {}, health,
-                        previous=previous)
+                        previous=previous, domain=domain)
         _same(full, inc)
         # Every file the full pass would write that the incremental one did not must
         # already hold its block: nothing is left unwritten.
@@ -135,13 +138,28 @@ def test_a_sidecar_of_a_changed_owner_is_touched() -> None:
     assert touched(first.index, before, after, changed_ids(before, after), LINKS) == {side.id}
 
 
-def test_other_nodes_records_changing_plans_everything() -> None:
-    snapshot = Snapshot([ctr("web", net("n1", "10.0.0.2"), links="db")], (), "a")
-    first = reconcile(snapshot, {}, LINKS)
-    remote = (Container("r", "db", "running", node="b", endpoints=(net("n1", "10.9.0.1"),)),)
-    again = Snapshot(list(snapshot), remote, "a")
+@pytest.mark.parametrize("remote_changed", [None, ()])
+@pytest.mark.parametrize("keep", [False, True])
+def test_other_nodes_records_changing_without_their_names_plans_everything(
+        remote_changed: tuple[str, ...] | None, keep: bool) -> None:
+    """Without the names that changed (None), or with none named although the records
+    changed (the caller's log lost them), the incremental reconcile falls back to a full
+    pass, with every setting it was given."""
+    local = [ctr("web", net("n1", "10.0.0.2"), links="db", labels={
+        "hostsyncd.health": "wait"}), ctr("app", net("n1", "10.0.0.5"), links="db:base")]
+    snapshot = Snapshot(local, (), "a", bare_names=True)
+    first = reconcile(snapshot, {}, LINKS, keep, {}, "wait", domain="corp.example")
+    remote = (Container("r", "db", "running", node="b", endpoints=(net("n1", "10.9.0.1"),),
+                        health="healthy"),)
+    again = Snapshot(list(snapshot), remote, "a", bare_names=True)
     assert changed_ids(snapshot, again) is None
-    assert reconcile(again, first.blocks, LINKS, previous=first).replanned is None
+    result = reconcile(again, first.blocks, LINKS, keep, first.kept, "wait", previous=first,
+                       domain="corp.example", remote_changed=remote_changed)
+    assert result.replanned is None
+    full = reconcile(again, first.blocks, LINKS, keep, first.kept, "wait",
+                     domain="corp.example")
+    _same(full, result)
+    assert b"10.9.0.1\tdb db.corp.example" in result.blocks[local[0].id]
 
 
 def test_nothing_changed_writes_nothing() -> None:
@@ -278,10 +296,12 @@ def _remote_histories(draw: st.DrawFn) -> list[dict[tuple[str, str], Container]]
 @settings(max_examples=examples(300), deadline=None)
 @given(_histories(), _remote_histories(), st.booleans(), st.booleans(),
        st.lists(st.sampled_from(["zz", "b/zz", "c/a", "yy:alias", "c/yy", "a"]), min_size=1,
-                max_size=3))
+                max_size=3), st.booleans())
 def test_a_remote_change_plans_what_a_full_pass_plans(
         history: list[list[Container]], remote: list[dict[tuple[str, str], Container]],
-        bare: bool, keep: bool, links: list[str]) -> None:
+        bare: bool, keep: bool, links: list[str], compare: bool) -> None:
+    """`compare`: the local changes are found by comparing the snapshots (changed=None)
+    rather than given by the observed state."""
     local = [*history[0], ctr("remotedep", net("n1", "10.0.7.7"), links=",".join(links))]
     current: dict[str, bytes] = {}
     previous = None
@@ -292,10 +312,14 @@ def test_a_remote_change_plans_what_a_full_pass_plans(
                  if before.get(key) != records.get(key) for name in (key[1],)}
         full = reconcile(snapshot, current, LINKS, keep, previous.kept if previous else {})
         inc = reconcile(snapshot, current, LINKS, keep, previous.kept if previous else {},
-                        previous=previous, changed=(), remote_changed=names)
+                        previous=previous, changed=None if compare else (),
+                        remote_changed=names)
         _same(full, inc)
-        if previous is not None:
-            assert inc.replanned is not None  # incremental, not a full pass
+        if previous is not None and (names or not compare):
+            # Incremental, not a full pass. (Records rebuilt with no name changed, and
+            # nothing said about the local side: compared, that is a change of unknown
+            # reach, so a full pass.)
+            assert inc.replanned is not None
         current, previous, before = dict(full.blocks), inc, records
 
 
