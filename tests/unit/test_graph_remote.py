@@ -416,3 +416,21 @@ def test_observed_state_passes_the_bare_names_option_on() -> None:
     assert on is not off and on.bare_names
     assert rendered(web_plan(on, "db")) == ["192.0.2.7\tdb"]
     assert on.replaced(web("db")).bare_names
+
+
+def test_a_snapshot_with_new_remote_records_keeps_its_node_its_bare_names_and_its_locals() -> None:
+    """`Snapshot.with_remote` (the observed state's cheap path when only other nodes'
+    records changed) must be the snapshot a full build gives."""
+    web = ctr("web", net("n1", "10.0.0.2"), links="db")
+    twins = [ctr("db", net("n1", "10.0.0.3")),
+             Container(cid("db-old"), "db", "exited", endpoints=(net("n1", ""),))]
+    before = Snapshot([web, *twins], (), "a", True)
+    records = [Container("a-db", "db", "running", node="a", endpoints=(net("n1", "10.9.0.1"),)),
+               Container("b-db", "db", "running", node="b", endpoints=(net("n1", "10.9.0.2"),))]
+    after = before.with_remote(records)
+    built = Snapshot([web, *twins], records, "a", True)
+    assert (after.node, after.bare_names) == ("a", True)
+    assert after.shared_names == built.shared_names == {"db"}
+    assert dict(after.remote) == dict(built.remote)  # our own node's record left out
+    assert list(after.remote) == [("b", "db")]
+    assert after.by_id == built.by_id and after.by_name == built.by_name
