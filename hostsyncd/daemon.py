@@ -285,7 +285,7 @@ class Daemon:
             self.reconciler.started(started)
         # Events before file writes: a container the events say is running may write its
         # own hosts file, and that must not read as Docker starting it.
-        asked, freed = self.reconciler.apply_events(events) if events else (ToList(), False)
+        asked, first = self.reconciler.apply_events(events) if events else (ToList(), False)
         self.reconciler.drifted(drifted)
         # Propagation is timed from the oldest event of the batch (stats.py).
         since = min((event.received for event in events), default=None)
@@ -293,8 +293,8 @@ class Daemon:
             self._full_resync(since)
         elif events or early or remote_changed:
             if asked and self.engine_link.connected:
-                if freed:
-                    # The freed address out first, then the list.
+                if first:
+                    # A freed or a resolved address out first, then the list.
                     self.reconciler.reconcile(since=since)
                 self.reconciler.refresh(asked)
             self.reconciler.reconcile(since=since)

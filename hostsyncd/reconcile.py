@@ -135,6 +135,7 @@ class Reconciler:
             self.podman = podman
         only = None if asked is None or asked.everyone or podman else asked.ids
         self.observed.listed(self.engine.list_containers(only), self.clock(), only)
+        self.log.debug("containers listed", asked="all" if only is None else len(only))
 
     def hosts_path(self, container_id: str) -> str:
         """The writer's `locate`: where the container's hosts file is. Docker's is always
@@ -165,10 +166,13 @@ class Reconciler:
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[ToList, bool]:
         """Fold events into the observed state. Returns (what a list call must ask about
-        to finish, false if nothing; an address was freed): a freed address must leave the
-        files before the list call, since the next container to start may take it."""
+        to finish, false if nothing; whether to write before that list call). Written
+        first: a freed address, which must leave the files before the next container to
+        start takes it; and a connect's endpoint, which the engine edge resolved, so the
+        list call that a start right behind it asks for (Docker 28 sends them together)
+        does not hold the new address back."""
         asked: set[str] = set()
-        freed = False
+        first = False
         for event in events:
             need_list = False
             now = self.clock()
@@ -182,6 +186,7 @@ class Reconciler:
                 if event.endpoint is not None:
                     self.observed.connected(event.container_id, event.member_name,
                                             event.endpoint, now)
+                    first = True
                 else:
                     need_list = True
                 self._queue(event.container_id, now)
@@ -190,7 +195,7 @@ class Reconciler:
                 # `die`, and `docker stop` returns right after.
                 self.observed.disconnected(event.container_id, event.network_id, now)
                 self._queue(event.container_id, now)
-                need_list = freed = True
+                need_list = first = True
             elif event.action == "health_status":
                 # The event carries the new status; the list would only repeat it, and a
                 # link waiting for health should not wait for a list call too.
@@ -201,7 +206,7 @@ class Reconciler:
             elif event.action in ("die", "destroy"):
                 # Drop the lines now, before the freed address can go to someone else.
                 self.observed.stopped(event.container_id, now)
-                need_list = freed = True
+                need_list = first = True
             elif event.action == "rename" and event.container_name:
                 # The list may show both names for a while, even after this event: the
                 # event says which one is current.
@@ -217,8 +222,8 @@ class Reconciler:
         # An event that names no container could be about anyone; past a few ids, one
         # list of everyone costs less than a filter that long.
         if "" in asked or len(asked) > MAX_LISTED_IDS:
-            return ToList(everyone=True), freed
-        return ToList(frozenset(asked)), freed
+            return ToList(everyone=True), first
+        return ToList(frozenset(asked)), first
 
     def drifted(self, drifts: Iterable[Drift]) -> None:
         """Dependents' hosts files were written. Each is checked for our block once its

