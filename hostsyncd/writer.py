@@ -299,7 +299,7 @@ class HostsWriter:
                 _reserve(fd, len(after))
                 _append_all(fd, after[len(before) :])
             elif before.startswith(after):
-                os.ftruncate(fd, len(after))
+                _truncate_unless_grown(fd, len(before), len(after))
             else:
                 self._overwrite(fd, before, after)
         except OSError as exc:
@@ -308,17 +308,23 @@ class HostsWriter:
                                  _failure(exc.errno)) from None
 
     def _overwrite(self, fd: int, before: bytes, after: bytes) -> None:
+        """Docker appends its entry on a network connect without a lock, at whatever moment.
+        Nothing here writes at or past the end we read except by RWF_APPEND, and a file
+        found longer than we left it is left to the next look (`update` sees the size and
+        reports a race): its new line must not be overwritten or cut off."""
         current = before
         grow = len(after) - len(before)
         if grow > 0:
             _reserve(fd, len(after))
-            _pwrite_all(fd, b"\n" * grow, len(before))
+            _append_all(fd, b"\n" * grow)
+            if os.fstat(fd).st_size != len(after):
+                return  # someone appended first: blank lines after their line, no harm
             current = before + b"\n" * grow
         padded = after + b"\n" * (len(current) - len(after))
         start, end = _changed_span(current, padded)
         _pwrite_all(fd, padded[start:end], start)
         if len(padded) > len(after):
-            os.ftruncate(fd, len(after))
+            _truncate_unless_grown(fd, len(padded), len(after))
 
 
 def _failure(err: int | None) -> WriteFailure:
@@ -369,6 +375,15 @@ def _append_all(fd: int, data: bytes) -> None:
     done = 0
     while done < len(data):
         done += os.pwritev(fd, [view[done:]], -1, os.RWF_APPEND)
+
+
+def _truncate_unless_grown(fd: int, size: int, length: int) -> None:
+    """Cut the file to `length` only while it still has the `size` we left it with: a line
+    appended since (Docker's, on a network connect) must not be cut off. The kernel has no
+    conditional truncate, so a few microseconds between the check and the cut stay open;
+    before, it was the whole read, plan and write."""
+    if os.fstat(fd).st_size == size:
+        os.ftruncate(fd, length)
 
 
 def _reserve(fd: int, length: int) -> None:

@@ -6,6 +6,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -408,11 +409,59 @@ def test_a_growing_change_extends_with_blank_lines_before_overwriting(root: Path
         seen.append(path.read_bytes())
         return real_pwrite(fd, data, offset)
 
-    with mock.patch("hostsyncd.writer.os.pwrite", spy):
+    real_pwritev = os.pwritev
+
+    def spy_append(fd: int, buffers: list[Any], offset: int, flags: int) -> int:
+        seen.append(path.read_bytes())
+        return real_pwritev(fd, buffers, offset, flags)
+
+    with mock.patch("hostsyncd.writer.os.pwrite", spy), \
+            mock.patch("hostsyncd.writer.os.pwritev", spy_append):
         HostsWriter(root).update(CID, to(new))
-    assert seen[0] == old
+    assert seen[0] == old  # the blank lines go in first (appended), then the overwrite
     assert seen[1] == old + b"\n" * (len(new) - len(old))
     assert path.read_bytes() == new
+
+
+@pytest.mark.parametrize("grow", [True, False])
+def test_a_line_appended_while_the_file_is_rewritten_is_neither_overwritten_nor_cut(
+        root: Path, grow: bool) -> None:
+    """Docker appends its entry on a network connect without a lock. Appended right after
+    our last look at the file (here: as our first write begins), it stays whole; the file
+    is left for the next look, which builds on it. CI saw a connect's line lost to the
+    padding once written at the end we had read."""
+    old = hosts_content(2)
+    new = hosts_content(3 if grow else 1).replace(b"service-0", b"renamed-0")
+    path = make_hosts(root, content=old)
+    docker_line = b"10.233.64.3\t0d5c7c097200\n"
+    real = {"pwrite": os.pwrite, "pwritev": os.pwritev}
+    appended: list[bool] = []
+
+    def docker_appends() -> None:
+        if not appended:
+            appended.append(True)
+            with path.open("ab") as f:
+                f.write(docker_line)
+
+    def pwrite(fd: int, data: bytes, offset: int) -> int:
+        docker_appends()
+        return real["pwrite"](fd, data, offset)
+
+    def pwritev(fd: int, buffers: list[Any], offset: int, flags: int) -> int:
+        docker_appends()
+        return real["pwritev"](fd, buffers, offset, flags)
+
+    writer = HostsWriter(root)
+    with mock.patch("hostsyncd.writer.os.pwrite", pwrite), \
+            mock.patch("hostsyncd.writer.os.pwritev", pwritev):
+        result = writer.update(CID, to(new))
+    assert appended and result.raced
+    assert docker_line in path.read_bytes()
+    # The next look builds on what is there: Docker's line kept, the block at the end.
+    writer.update(CID, to(new.replace(b"# BEGIN", docker_line + b"# BEGIN")))
+    final = path.read_bytes()
+    assert final.count(docker_line) == 1
+    assert final.rstrip(b"\n").endswith(b"# END hostsyncd")
 
 
 def test_adding_the_block_is_one_append_and_removing_it_one_truncate(root: Path) -> None:
