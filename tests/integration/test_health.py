@@ -125,11 +125,16 @@ def test_label_overrides_the_config_both_ways_and_a_bad_value_is_said(
     assert len(reports_about(d.logs(), bad, "hostsyncd.health")) == 1
 
 
-def _record(path, stop: threading.Event, seen: list[tuple[int, bool]], needle: str) -> None:
-    """Samples (time in ns, whether the file holds `needle`) every 2 ms until `stop`."""
+def _record(path, stop: threading.Event, seen: list[tuple[int, int, bool]],
+            needle: str) -> None:
+    """Samples (ns before the read, ns after it, whether the file held `needle`) every 2 ms
+    until `stop`. Both times matter: this thread can wait milliseconds for the GIL between
+    taking a time and reading, so a read proves the line was there only by its end."""
     while not stop.wait(0.002):
         with contextlib.suppress(OSError):
-            seen.append((time.time_ns(), needle in read(path)))
+            begun = time.time_ns()
+            has = needle in read(path)
+            seen.append((begun, time.time_ns(), has))
 
 
 @pytest.mark.parametrize("first_seen", ["stopped", "running"])
@@ -183,13 +188,16 @@ def test_a_restarted_target_has_no_line_before_its_healthy_event(
             assert healthy - started > 200_000_000, times  # a real starting phase
             # From the first read after the command without the line (a restart's die takes
             # the old one away) until the healthy event, the line must not come back.
-            gone = next((t for t, has in seen if t >= issued and not has), None)
+            gone = next((b for b, _, has in seen if b >= issued and not has), None)
             assert gone is not None and gone < healthy, "the line never went with the start"
-            early = [t for t, has in seen if has and gone <= t < healthy]
+            # A read that saw the line and ended before the healthy event's time proves it
+            # came early (CI once counted a read stamped 0.1 ms before the event, which must
+            # have waited for the GIL: the daemon wrote 1.5 ms after that stamp).
+            early = [e for b, e, has in seen if has and b >= gone and e < healthy]
             assert not early, (
                 f"line seen {(healthy - early[0]) / 1e6:.1f} ms before the healthy event")
             # And the line is there when it should be (the recorder saw it appear).
-            assert any(has for t, has in seen if t >= healthy)
+            assert any(has for _, e, has in seen if e >= healthy)
     finally:
         stream.close()
         client.close()
