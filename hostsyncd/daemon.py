@@ -1,8 +1,8 @@
 """Wiring: the event thread, the file watcher, signals, sd_notify, and the loop that decides
 *when* to reconcile. All the deciding of *what* lives in the reconciler and the core.
 
-Imports: _notify, cluster, config, engine, fastpath, log, metrics, reconcile, state,
-watcher, writer.
+Imports: _notify, cluster, config, engine, fastpath, log, metrics, problems, reconcile,
+state, watcher, writer.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from hostsyncd.engine import (
 )
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
 from hostsyncd.metrics import Readings, TextfileWriter, link_states
+from hostsyncd.problems import ProblemLog
 from hostsyncd.reconcile import Reconciler, ToList
 from hostsyncd.watcher import Drift, HostsWatcher
 from hostsyncd.writer import HostsWriter
@@ -86,7 +87,9 @@ class Daemon:
         self.log = hlog.get_logger()
         self.hints: queue.SimpleQueue[Hint] = queue.SimpleQueue()
         self.engine_link = EngineLink()
-        self.reconciler = build_reconciler(config, self.log)
+        self.problems = ProblemLog(self.log)
+        self.reconciler, self.engine, self.writer = build_reconciler(config, self.log,
+                                                                     self.problems)
         self.started = time.time()
         self.ready = False
         self.resyncs = 0
@@ -108,7 +111,7 @@ class Daemon:
         self._install_signals()
         reader = EventReader(self.config.docker.url, self.hints.put, self.config.docker.api_timeout)
         watcher = HostsWatcher(
-            self.reconciler.writer.path,
+            self.writer.path,
             on_change=self._file_written,
             on_overflow=lambda: self.hints.put(Signal.RESYNC),
         )
@@ -116,7 +119,7 @@ class Daemon:
                       containers_root=str(self.config.docker.containers_root))
         # The fast path asks the engine on a thread of its own, with a connection of its own.
         probe = NetworkProbe(self.config.docker.url, min(self.config.docker.api_timeout, 2.0))
-        self.fastpath = StartFastPath(self.reconciler.writer, probe.members, self.hints.put)
+        self.fastpath = StartFastPath(self.writer, probe.members, self.hints.put)
         self.reconciler.fastpath = self.fastpath
         self.reconciler.watch = watcher.watch_only
         self._watcher = watcher
@@ -142,7 +145,7 @@ class Daemon:
             probe.close()
             if self.cluster is not None:
                 self.cluster.stop()
-            self.reconciler.engine.close()
+            self.engine.close()
             self.log.info("hostsyncd stopped")
         return 0
 
@@ -166,7 +169,7 @@ class Daemon:
         self.cluster = Cluster(cfg, lambda: self.hints.put(Signal.CLUSTER), self.log)
         self._remote_version = -1  # a new cluster's versions say nothing about the last's
         self.reconciler.publisher = self.cluster.publish
-        self.reconciler.observed.cluster(cfg.node, ())
+        self.reconciler.take_remote(cfg.node, ())
         self.log.info("cluster enabled", node=cfg.node, endpoints=cfg.endpoints,
                       prefix=cfg.prefix)
         self.cluster.start()
@@ -179,12 +182,11 @@ class Daemon:
         """Take the cluster's records; True if they changed what links resolve to (a change
         of health alone only needs the state file rewritten)."""
         assert self.cluster is not None
-        self.reconciler.problems.set("cluster/records", self.cluster.rejected())
+        self.problems.set("cluster/records", self.cluster.rejected())
         remote, changed = self.cluster.remote_records(since=self._remote_version)
         self._remote_version = remote.version
-        return self.reconciler.observed.cluster(self.config.cluster.node, remote,
-                                                self.config.cluster.resolve_bare_names,
-                                                changed)
+        return self.reconciler.take_remote(self.config.cluster.node, remote,
+                                           self.config.cluster.resolve_bare_names, changed)
 
     def _install_signals(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -206,7 +208,7 @@ class Daemon:
                     self._handle(batch)
             except EngineUnavailable as exc:
                 # The event thread notices too and reconnects; its Connected brings a resync.
-                self.reconciler.problems.add("engine", "call", f"engine call failed: {exc}")
+                self.problems.add("engine", "call", f"engine call failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - the daemon serves everyone else on
                 self._unexpected(exc)
             self._tick()
@@ -307,21 +309,21 @@ class Daemon:
         self._state_dirty = True
 
     def _full_resync(self, since: float | None = None) -> None:
-        wall, cpu, calls = time.perf_counter(), time.process_time(), self.reconciler.engine.calls
+        wall, cpu, calls = time.perf_counter(), time.process_time(), self.engine.calls
         if self._watcher is not None:
             self._watcher.overflow_handled()  # this resync covers whatever was lost
         self.reconciler.refresh()
         result = self.reconciler.reconcile(verify_all=True, since=since)
         self._next_resync = time.monotonic() + self.config.sync.resync_interval
-        self.reconciler.problems.clear("engine", "call")
+        self.problems.clear("engine", "call")
         self.resyncs += 1
         self.log.debug(
             "full resync",
-            containers=len(self.reconciler.observed.snapshot()),
+            containers=self.reconciler.containers(),
             dependents=len(self.reconciler.plans),
             written=result.written,
             failed=len(result.failed),
-            api_calls=self.reconciler.engine.calls - calls,
+            api_calls=self.engine.calls - calls,
             wall_ms=round((time.perf_counter() - wall) * 1000, 3),
             cpu_ms=round((time.process_time() - cpu) * 1000, 3),
         )
@@ -353,10 +355,10 @@ class Daemon:
         """Hand the writer's thread the latest readings, and say (once) whether its last
         write failed: it retries on its own, with backoff."""
         if metrics.failure is not None:
-            self.reconciler.problems.add("metrics", "write", metrics.failure, level="error",
+            self.problems.add("metrics", "write", metrics.failure, level="error",
                                          path=str(metrics.path))
         else:
-            self.reconciler.problems.clear("metrics", "write", path=str(metrics.path))
+            self.problems.clear("metrics", "write", path=str(metrics.path))
         metrics.publish(self.readings())
 
     def readings(self) -> Readings:
@@ -366,7 +368,7 @@ class Daemon:
             stats=rec.stats.copy(),
             dependents=len(rec.plans),
             links=link_states(rec.plans.values()),
-            problems=rec.problems.counts(),
+            problems=self.problems.counts(),
             engine_up=self.engine_link.connected,
             cluster_up=None if self.cluster is None else self.cluster.connected,
             started=self.started,
@@ -380,9 +382,9 @@ class Daemon:
         try:
             state.write_atomically(self.config.daemon.state_file, data)
         except OSError as exc:
-            self.reconciler.problems.add("daemon", "state", f"cannot write state file: {exc}")
+            self.problems.add("daemon", "state", f"cannot write state file: {exc}")
         else:
-            self.reconciler.problems.clear("daemon", "state")
+            self.problems.clear("daemon", "state")
 
     def snapshot_state(self) -> dict[str, Any]:
         rec = self.reconciler
@@ -410,7 +412,7 @@ class Daemon:
                 "writes": rec.writes,
                 "write_errors": rec.write_errors,
                 "watched_files": len(rec.watched),
-                "engine_api_calls": rec.engine.calls,
+                "engine_api_calls": self.engine.calls,
                 "full_resyncs": self.resyncs,
             },
             "dependents": [
@@ -418,7 +420,7 @@ class Daemon:
                 for cid, plan in sorted(plans.items(), key=lambda kv: kv[1].dependent.name)
             ],
             "cluster": self.cluster.state() if self.cluster is not None else {"enabled": False},
-            "recent_errors": list(rec.problems.recent),
+            "recent_errors": list(self.problems.recent),
             "kept": state.kept_view(rec.kept),
         }
 
@@ -426,12 +428,12 @@ class Daemon:
 
     def _engine_up(self, hint: Connected) -> None:
         self.engine_link = EngineLink(True, hint.engine_version, time.time())
-        self.reconciler.observed.forget_events()
+        self.reconciler.forget_events()
         self.log.info("engine connected", engine=self.config.docker.url,
                       version=hint.engine_version)
         # The engine at the URL may be another one now (Docker replaced by Podman): the
         # reconciler's connection asks again at its next list, which this resync makes.
-        self.reconciler.engine.close()
+        self.engine.close()
         if self._watcher is not None:
             self._watch_files(self._watcher, not hint.podman)
 
@@ -476,10 +478,10 @@ class Daemon:
                     self.log.warning(f"[{section}] changes take effect after a restart")
                     new = new.model_copy(update={section: getattr(self.config, section)})
             self.config = new
-            self.reconciler.config = new
-            self.reconciler.writer.max_bytes = new.sync.max_hosts_bytes
+            self.writer.max_bytes = new.sync.max_hosts_bytes
             hlog.configure(new.log.level, new.log.output)
-            self.log = self.reconciler.log = self.reconciler.problems.log = hlog.get_logger()
+            self.log = self.problems.log = hlog.get_logger()
+            self.reconciler.reconfigure(new, self.log)
             self.log.info("config reloaded")
         self.notifier.ready()
 
@@ -497,32 +499,34 @@ class Daemon:
         self._errors[key] = (now, 0)
         self.log.error("unexpected error; carrying on", error=key, repeated=suppressed,
                        exc_info=exc)
-        self.reconciler.problems.note_error(key)
+        self.problems.note_error(key)
 
 
 def _watch_nothing(_: set[str]) -> None:
     return None
 
 
-def build_reconciler(config: Config, log: Any) -> Reconciler:
+def build_reconciler(config: Config, log: Any, problems: ProblemLog | None = None
+                     ) -> tuple[Reconciler, Engine, HostsWriter]:
+    """The reconciler with the two edges it drives, which the caller owns and closes."""
+    engine = Engine(config.docker.url, config.docker.api_timeout)
     writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes,
                          roots=config.docker.write_roots)
-    reconciler = Reconciler(config, Engine(config.docker.url, config.docker.api_timeout),
-                            writer, log)
+    reconciler = Reconciler(config, engine, writer, log, problems=problems)
     writer.locate = reconciler.hosts_path
-    return reconciler
+    return reconciler, engine, writer
 
 
 def run_once(config: Config) -> tuple[int, list[str]]:
     """`hostsyncd sync`: one full reconcile. Returns (writes, failed container ids)."""
-    reconciler = build_reconciler(config, hlog.get_logger())
+    reconciler, engine, _ = build_reconciler(config, hlog.get_logger())
     if config.cluster.enabled:
         # Raises when etcd is away: a sync without the remote records would strip lines.
-        reconciler.observed.cluster(config.cluster.node, read_remote(config.cluster),
-                                    config.cluster.resolve_bare_names)
+        reconciler.take_remote(config.cluster.node, read_remote(config.cluster),
+                               config.cluster.resolve_bare_names)
     try:
         reconciler.refresh()
         result = reconciler.reconcile(verify_all=True)
     finally:
-        reconciler.engine.close()
+        engine.close()
     return result.written, result.failed

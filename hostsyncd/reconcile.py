@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hostsyncd.config import Config
-from hostsyncd.core.graph import DependentPlan, FilePlan, Snapshot
+from hostsyncd.core.graph import DependentPlan, FilePlan, RemoteIndex, Snapshot
 from hostsyncd.core.hostsblock import changes, untidy
+from hostsyncd.core.model import Container
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.reconcile import Kept, Result, file_block, transform
 from hostsyncd.core.reconcile import reconcile as decide
@@ -77,6 +78,7 @@ class Reconciler:
         log: Any,
         clock: Callable[[], float] = time.monotonic,
         watch: Callable[[set[str]], None] = lambda _: None,
+        problems: ProblemLog | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -91,7 +93,7 @@ class Reconciler:
         self.files: Mapping[str, FilePlan] = {}
         self.stopped_targets: set[str] = set()
         self.last_write: dict[str, LastWrite] = {}
-        self.problems = ProblemLog(log)
+        self.problems = problems if problems is not None else ProblemLog(log)
         # What the work came to, by kind: for the state file's counts and for metrics.py.
         self.stats = Stats()
         # The block each file was last written or found with.
@@ -120,7 +122,26 @@ class Reconciler:
         self._hosts_paths: dict[str, str] = {}
         self.podman = False  # what the engine was at the last list
 
+    def reconfigure(self, config: Config, log: Any) -> None:
+        """A reloaded config (its [sync] and [log]; the rest waits for a restart)."""
+        self.config = config
+        self.log = log
+
     # -- inputs -------------------------------------------------------------------------
+
+    def take_remote(self, node: str | None, remote: Iterable[Container] | RemoteIndex,
+                    bare_names: bool = False, changed: Iterable[str] | None = None) -> bool:
+        """Other nodes' published records (see ObservedState.cluster). True if that changed
+        what links resolve to."""
+        return self.observed.cluster(node, remote, bare_names, changed)
+
+    def forget_events(self) -> None:
+        """After a reconnect: the next list is the whole truth."""
+        self.observed.forget_events()
+
+    def containers(self) -> int:
+        """How many containers are known, here and on other nodes."""
+        return len(self.observed.snapshot())
 
     def refresh(self, asked: ToList | None = None) -> None:
         """One list call: the level truth the events are hints about. With `asked` (from
