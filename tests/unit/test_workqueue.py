@@ -169,3 +169,30 @@ def test_a_file_that_fails_for_days_keeps_its_ceiling() -> None:
         delay = q.retry("k", 0.0, Retry.FAILED, first=2.0)
         q.take("k")
     assert delay == Retry.FAILED.ceiling
+
+
+def test_the_fight_window_runs_from_the_oldest_of_the_last_burst() -> None:
+    q = WorkQueue()
+    times = [0.0] + [1.0 + n * 0.01 for n in range(FIGHT_BURST - 2)] + [FIGHT_WINDOW + 0.5]
+    assert not any(q.repaired("k", t) for t in times)  # 30 repairs over 10.5 s
+    # One more: the last 30 now span 9.6 s.
+    assert q.repaired("k", FIGHT_WINDOW + 0.6)
+
+
+def test_after_a_fight_ends_a_new_one_needs_a_whole_new_burst() -> None:
+    q = WorkQueue()
+    assert [q.repaired("k", n * 0.01) for n in range(FIGHT_BURST)][-1]
+    q.done("k", Retry.FIGHT)
+    again = [q.repaired("k", 1.0 + n * 0.01) for n in range(FIGHT_BURST)]
+    assert again == [False] * (FIGHT_BURST - 1) + [True]
+
+
+def test_due_answers_from_each_keys_latest_time_not_from_old_heap_entries() -> None:
+    q = WorkQueue()
+    q.add("moved", 1.0)
+    q.take("moved")
+    q.retry("moved", 1.0, Retry.FIGHT)  # now due at 1.5; its entry at 1.0 is stale
+    q.add("gone", 1.0)
+    q.forget("gone")
+    assert q.due(1.2) == []
+    assert q.due(1.5) == ["moved"]
