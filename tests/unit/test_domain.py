@@ -12,6 +12,7 @@ from builders import LINKS, ctr, net
 from hostsyncd.config import load
 from hostsyncd.core.graph import Snapshot, plan
 from hostsyncd.core.hostsblock import render_block
+from hostsyncd.core.links import link_domain
 from hostsyncd.core.model import DOMAIN_LABEL, HostLine
 from hostsyncd.core.reconcile import reconcile
 
@@ -82,3 +83,22 @@ def test_links_domain_values(tmp_path: Path, value: str) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f'[links]\ndomain = "{value}"\n')
     assert load(path).links.domain == value
+
+
+def test_a_domain_label_as_long_as_a_host_name_can_be_is_taken_and_no_longer() -> None:
+    name = ".".join(["a" * 63] * 3 + ["b" * 61])  # 253 characters: the most DNS allows
+    assert link_domain(name, "corp") == (name, None)
+    # One more character, even a blank one, is refused before it is stripped or copied.
+    assert link_domain(f" {name}", "corp")[0] == "corp"
+    assert link_domain("", "corp") == ("", None)  # the label's "" means no domain
+
+
+def test_a_bad_domain_label_names_the_default_and_quotes_the_value_cut_at_40() -> None:
+    assert link_domain("a b", "") == ("", f"label {DOMAIN_LABEL}='a b' is not a host name; "
+                                          "using links.domain (none)")
+    forty, more = "x y" + "z" * 37, "x y" + "z" * 38
+    assert link_domain(forty, "corp")[1] == (
+        f"label {DOMAIN_LABEL}={forty!r} is not a host name; using links.domain (corp)")
+    assert link_domain(more, "corp")[1] == (
+        f"label {DOMAIN_LABEL}={(forty + '...')!r} is not a host name; using links.domain "
+        "(corp)")

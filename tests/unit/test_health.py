@@ -110,6 +110,8 @@ def test_a_hostile_label_is_quoted_bounded_and_escaped() -> None:
     # Padding does not make a valid value out of a long one.
     assert health_wait(" " * 100 + "wait", "ignore")[1] is not None
     assert health_wait(" wait ", "ignore") == (True, None)
+    # As long as a quoted value is shown (40), a padded value is still read.
+    assert health_wait("wait".center(40), "ignore") == (True, None)
 
 
 def test_replicas_give_lines_only_for_the_healthy_ones() -> None:
