@@ -353,3 +353,48 @@ def test_a_remote_change_with_its_names_updates_the_snapshot_and_says_them() -> 
     # Another node name (or bare-name policy) is a new world: everything again.
     assert state.cluster("z", (record("db", "10.9.0.2"),), changed={"db"})
     assert state.take_remote_changes() is None
+
+
+def test_a_list_asked_by_id_skips_what_the_filter_also_matched_and_takes_the_rest() -> None:
+    """The engine's id filter matches by prefix: other containers may come back too."""
+    state = ObservedState()
+    other = Container(cid("other"), "other", "running", endpoints=(NET_B,))
+    state.listed([other, db("running", NET_A)], now=0, only={DB})
+    assert seen(state).endpoints == (NET_A,)  # type: ignore[union-attr]
+    assert seen(state, other.id) is None
+
+
+def test_a_list_asked_about_a_container_never_seen_and_gone_says_nothing_of_it() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.snapshot()
+    state.listed([], now=1, only={cid("created-and-removed")})
+    assert len(state.snapshot()) == 1
+
+
+def test_a_container_the_engine_said_has_a_healthcheck_is_starting_after_each_stop() -> None:
+    state = ObservedState()
+    state.listed([db("exited")], now=0)  # a stopped container's list shows no health
+    state.healthchecked(DB)
+    state.connected(DB, "db", NET_A, now=1)
+    state.health(DB, "healthy", now=2)
+    state.stopped(DB, now=3)
+    assert seen(state).health == "starting"  # type: ignore[union-attr]
+
+
+def test_a_connect_keeps_the_other_names_a_list_shows() -> None:
+    state = ObservedState()
+    state.listed([both_names("db", "web/db", NET_A)], now=0)
+    state.connected(DB, "db", NET_A_NEW, now=1)
+    assert seen(state).other_names == ("web/db",)  # type: ignore[union-attr]
+
+
+def test_a_list_showing_a_later_rename_wins_while_an_address_is_still_overridden() -> None:
+    state = ObservedState()
+    state.listed([db("running", NET_A)], now=0)
+    state.renamed(DB, "db-away", "db", now=1)
+    state.connected(DB, "db-away", NET_A_NEW, now=2)
+    # Neither name, and the old address: the connect is kept, the later name stands.
+    state.listed([Container(DB, "db-later", "running", endpoints=(NET_A,))], now=3)
+    got = seen(state)
+    assert got is not None and got.name == "db-later" and got.endpoints == (NET_A_NEW,)
