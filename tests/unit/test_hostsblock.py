@@ -283,3 +283,4 @@ def test_blank_and_nul_debris_after_the_block_goes_with_it(debris: bytes) -> Non
     assert merge(docker + block + debris, block) == docker + block
     # Anything else after the block is the container's, and stays.
     assert strip_block(docker + block + b"\0x\n") == docker + b"\0x\n"
+    assert strip_block(docker + block + b"X\n") == docker + b"X\n"
