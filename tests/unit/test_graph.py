@@ -485,10 +485,15 @@ def test_replan_started_matches_a_full_plan_of_the_started_fleet() -> None:
     waiting = waiting_dependents(snap, plan_all(snap, LABEL).values())[db.id]
     started = net("n", "10.0.0.9")
     fast = replan_started(snap, db, (started,), waiting, LABEL)
-    full = plan_all(Snapshot([ctr("db", started) if c.id == db.id else c for c in fleet]),
-                    LABEL)
+    after = Snapshot([ctr("db", started) if c.id == db.id else c for c in fleet])
+    full = plan_all(after, LABEL)
     assert fast == [full[p.dependent.id] for p in waiting]
     assert rendered(fast[0]) == ["10.0.0.9\tdata db", "10.0.0.3\tcache"]
+    # With a search domain, as the loop's plans have it.
+    fast = replan_started(snap, db, (started,), waiting, LABEL, domain="corp")
+    full = plan_all(after, LABEL, domain="corp")
+    assert fast == [full[p.dependent.id] for p in waiting]
+    assert "data.corp" in rendered(fast[0])[0]
     assert snap.by_id[db.id] is db  # the snapshot it started from is left alone
 
 

@@ -145,7 +145,10 @@ def test_a_started_target_with_a_healthcheck_starts_as_starting() -> None:
     stopped_hc = db("starting", state="exited")  # known to have one
     stopped_none = db("", state="exited")
     started = Endpoint("bridge", DB_EP.network_id, "10.0.0.9")
-    for target, want in ((stopped_hc, []), (stopped_none, ["10.0.0.9\tdb"])):
+    # Even if the last word heard of it was healthy: every start resets the healthcheck.
+    stopped_was_healthy = db("healthy", state="exited")
+    for target, want in ((stopped_hc, []), (stopped_was_healthy, []),
+                         (stopped_none, ["10.0.0.9\tdb"])):
         snap = Snapshot([target, web()])
         waiting = [plan(snap, web(), LINKS, "wait")]
         [new] = replan_started(snap, target, (started,), waiting, LINKS, "wait")
