@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -543,3 +544,21 @@ def test_keep_stopped_holds_the_lines_through_a_stop_that_disconnects_before_it_
     p = plan_all(observed.snapshot(), LABEL)[cid("dep")]
     assert p.links[0].problem is Problem.NOT_RUNNING
     assert rendered(p, keep_stopped=True, kept=kept) == ["10.0.0.2\tdb"]
+
+
+def test_a_name_two_containers_hold_goes_to_the_other_when_its_holder_goes() -> None:
+    """For a moment the observed state can show a removed container beside the one that
+    took its name: the running one is meant, and the other once it goes."""
+    running = ctr("x", net("n", "10.0.0.2"))
+    old = replace(ctr("x", net("n"), state="exited"), id=cid("x-old"))
+    snap = Snapshot([old, running])
+    assert snap.by_name["x"] is running
+    assert snap.updated({running.id: None}).by_name["x"] is old
+    assert Snapshot([running, old]).updated({running.id: None}).by_name["x"] is old
+
+
+def test_updated_takes_every_change_after_a_removal() -> None:
+    a, b = ctr("a", net("n", "10.0.0.2")), ctr("b", net("n", "10.0.0.3"))
+    b2 = ctr("b", net("n", "10.0.0.4"))
+    new = Snapshot([a, b]).updated({a.id: None, b.id: b2})
+    assert a.id not in new.by_id and new.by_name["b"] is b2
