@@ -168,6 +168,50 @@ def test_nothing_changed_writes_nothing() -> None:
     first = reconcile(snapshot, {}, LINKS)
     again = reconcile(snapshot, {}, LINKS, previous=first)
     assert again.writes == () and again.replanned == frozenset()
+    # It is a decision on the snapshot it was given: the next one compares against that.
+    same = Snapshot(list(snapshot))
+    assert reconcile(same, {}, LINKS, previous=first).snapshot is same
+
+
+def test_a_dependent_that_stops_naming_a_target_is_not_planned_again_when_it_changes() -> None:
+    a, b = ctr("a", net("n1", "10.0.0.2")), ctr("b", net("n1", "10.0.0.3"))
+    web = ctr("web", net("n1", "10.0.0.4"), links="a")
+    first = reconcile(Snapshot([a, b, web]), {}, LINKS)
+    relabelled = ctr("web", net("n1", "10.0.0.4"), links="b")
+    second = reconcile(Snapshot([a, b, relabelled]), first.blocks, LINKS, previous=first)
+    assert second.replanned == {web.id}
+    moved = ctr("a", net("n1", "10.0.0.9"))
+    third = reconcile(Snapshot([moved, b, relabelled]), second.blocks, LINKS,
+                      previous=second)
+    assert third.replanned == frozenset()
+
+
+@pytest.mark.parametrize("remote_changed", [None, ()])
+def test_a_fallback_to_a_full_pass_keeps_keep_modes_lines(
+        remote_changed: tuple[str, ...] | None) -> None:
+    web = ctr("web", net("n1", "10.0.0.2"), links="db")
+    running = Snapshot([web, ctr("db", net("n1", "10.0.0.3"))], (), "a")
+    first = reconcile(running, {}, LINKS, keep=True)
+    stopped = Snapshot([web, ctr("db", net("n1"), state="exited")], (), "a")
+    second = reconcile(stopped, first.blocks, LINKS, True, first.kept, previous=first)
+    assert b"10.0.0.3\tdb" in second.blocks[web.id]  # kept while db is stopped
+    records = Snapshot(list(stopped), (_record("b", "other", 2),), "a")
+    third = reconcile(records, second.blocks, LINKS, True, second.kept, previous=second,
+                      remote_changed=remote_changed)
+    assert third.replanned is None  # a full pass...
+    assert b"10.0.0.3\tdb" in third.blocks[web.id]  # ...that still keeps the line
+
+
+def test_a_new_node_name_plans_everything_even_with_the_changed_names_given() -> None:
+    web = ctr("web", net("n1", "10.0.0.2"), links="b/db")
+    record = _record("b", "db", 2)
+    first = reconcile(Snapshot([web], (record,), "a"), {}, LINKS)
+    assert b"10.9.8.2\tdb" in first.blocks[web.id]
+    renamed = Snapshot([web], (record,), "b")  # this node is now "b": b/db is its own
+    after = reconcile(renamed, first.blocks, LINKS, previous=first, changed=(),
+                      remote_changed=())
+    assert after.replanned is None
+    _same(reconcile(renamed, first.blocks, LINKS), after)
 
 
 # -- the observed state: the snapshot it updates is the one it would build ----------------
