@@ -138,6 +138,33 @@ def test_a_sidecar_of_a_changed_owner_is_touched() -> None:
     assert touched(first.index, before, after, changed_ids(before, after), LINKS) == {side.id}
 
 
+@pytest.mark.parametrize("length", [12, 20])
+def test_a_sidecar_joined_by_a_short_id_is_touched(length: int) -> None:
+    """`--network container:<id prefix>`: Docker takes a prefix of 12 characters or more."""
+    app = ctr("app", net("n1", "10.0.0.2"))
+    side = ctr("side", network_mode=f"container:{app.id[:length]}", links="db")
+    db = ctr("db", net("n1", "10.0.0.3"))
+    before = Snapshot([app, side, db])
+    first = reconcile(before, {}, LINKS)
+    after = Snapshot([ctr("app", net("n1", "10.0.0.4")), side, db])
+    assert touched(first.index, before, after, changed_ids(before, after), LINKS) == {side.id}
+
+
+def test_a_sidecar_that_comes_later_is_indexed_among_other_changes() -> None:
+    """A sidecar created after the first pass, in a batch with other changes: the next
+    change of its owner still reaches it."""
+    app, db = ctr("app", net("n1", "10.0.0.2")), ctr("db", net("n1", "10.0.0.3"))
+    others = [ctr(f"o{i}", net("n1", f"10.0.1.{i}")) for i in range(50)]
+    first = reconcile(Snapshot([app, db, *others]), {}, LINKS)
+    side = ctr("side", network_mode=f"container:{app.id}", links="db")
+    moved = [ctr(f"o{i}", net("n1", f"10.0.2.{i}")) for i in range(50)]
+    second = reconcile(Snapshot([app, db, side, *moved]), first.blocks, LINKS,
+                       previous=first)
+    third = reconcile(Snapshot([ctr("app", net("n1", "10.0.0.9")), db, side, *moved]),
+                      second.blocks, LINKS, previous=second)
+    assert side.id in (third.replanned or ())
+
+
 @pytest.mark.parametrize("remote_changed", [None, ()])
 @pytest.mark.parametrize("keep", [False, True])
 def test_other_nodes_records_changing_without_their_names_plans_everything(
