@@ -154,6 +154,9 @@ def test_an_incremental_reconcile_finds_a_conflict_come_and_go() -> None:
     fourth = reconcile(Snapshot([*torn, app]), second.blocks, LABEL, previous=second)
     assert fourth.replanned == {cid("app")}
     assert fourth.conflicts == second.conflicts
+    # The file goes with its dependents (web and side removed): so does its conflict.
+    gone = reconcile(Snapshot([DB, db2]), second.blocks, LABEL, previous=second)
+    assert gone.replanned is not None and gone.conflicts == ()
 
 
 def test_conflicts_are_per_alias_in_alias_order_and_name_each_dependent_once() -> None:
