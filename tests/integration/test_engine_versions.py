@@ -65,18 +65,14 @@ FIRST_READ = ("sh", "-c", "cat /etc/hosts > /tmp/first-read; exec sleep 3600")
 
 
 def test_restarted_dependent_on_a_user_network_finds_its_link_at_its_first_read(
-    engine, containers, networks, daemon, wait_until, request
+    engine, containers, networks, daemon, wait_until
 ):
-    if at_least(engine, 28):
-        # Measured here: Docker 28 sends a starting container's network connect about 40 ms
-        # after it rebuilt the file, some 50 ms before the start event; the block written
-        # on that connect (the start fast path, in reconcile.py and watcher.py, being
-        # rewritten on main) was in place at 12 of 20 first reads (20.10 and 26: 20 of 20).
-        # Docker 26 also rewrites the file again about 200 ms after the connect (its IPv6
-        # rebuild), which the fast path does survive.
-        request.applymarker(pytest.mark.xfail(
-            reason=f"Docker {engine.version}: the connect comes after the rebuild, and the "
-            "start fast path misses about 2 first reads in 5", strict=False))  # fmt: skip
+    # Docker 28 sends a starting container's network connect about 40 ms after it rebuilt
+    # the file, some 50 ms before the start event. Measured before the redesign, the block
+    # was in place at 12 of 20 first reads there (this was an xfail). Since a batch with a
+    # resolved connect is written before the list call its start asks for (3b54d35): 40
+    # of 40 (2026-12-07), and no miss in CI. Docker 26 rewrites the file again about 200 ms after the connect (its
+    # IPv6 rebuild), which the fast path survives.
     net = networks.create("n")
     db = containers.run("db", network=net.name)
     web = containers.run("web", labels={LINKS: db}, network=net.name, cmd=FIRST_READ)
