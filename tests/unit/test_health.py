@@ -120,6 +120,9 @@ def test_replicas_give_lines_only_for_the_healthy_ones() -> None:
     bad = replace(ctr("p-api-2", net("bridge", "10.0.0.6"), **svc), health="unhealthy")
     dep = ctr("p-web-1", net("bridge", "10.0.0.3"), links="api", project="p")
     assert lines_of([ok, bad, dep], "wait", "p-web-1") == ["10.0.0.5\tapi p-api-1"]
+    # Whichever replica comes first: an unhealthy one is passed over, not the end.
+    first_bad = replace(ctr("p-api-0", net("bridge", "10.0.0.4"), **svc), health="starting")
+    assert lines_of([first_bad, ok, dep], "wait", "p-web-1") == ["10.0.0.5\tapi p-api-1"]
     bad_too = replace(ok, health="starting")
     found = plan_all(Snapshot([bad_too, bad, dep]), LINKS, health="wait")[cid("p-web-1")]
     assert found.links[0].problem is Problem.WAITING_HEALTH
