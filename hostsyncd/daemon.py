@@ -356,7 +356,7 @@ class Daemon:
         write failed: it retries on its own, with backoff."""
         if metrics.failure is not None:
             self.problems.add("metrics", "write", metrics.failure, level="error",
-                                         path=str(metrics.path))
+                              path=str(metrics.path))
         else:
             self.problems.clear("metrics", "write", path=str(metrics.path))
         metrics.publish(self.readings())

@@ -317,7 +317,7 @@ class HostsWriter:
         if grow > 0:
             _reserve(fd, len(after))
             _append_all(fd, b"\n" * grow)
-            if not _still(fd, len(after)):
+            if not _size_is(fd, len(after)):
                 return  # someone appended first: blank lines after their line, no harm
             current = before + b"\n" * grow
         padded = after + b"\n" * (len(current) - len(after))
@@ -382,11 +382,11 @@ def _truncate_unless_grown(fd: int, size: int, length: int) -> None:
     appended since (Docker's, on a network connect) must not be cut off. The kernel has no
     conditional truncate, so a few microseconds between the check and the cut stay open;
     before, it was the whole read, plan and write."""
-    if _still(fd, size):
+    if _size_is(fd, size):
         os.ftruncate(fd, length)
 
 
-def _still(fd: int, size: int) -> bool:
+def _size_is(fd: int, size: int) -> bool:
     """Whether the file still has the size we left it with: no one appended since."""
     return os.fstat(fd).st_size == size
 
