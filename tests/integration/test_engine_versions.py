@@ -71,8 +71,8 @@ def test_restarted_dependent_on_a_user_network_finds_its_link_at_its_first_read(
     # the file, some 50 ms before the start event. Measured before the redesign, the block
     # was in place at 12 of 20 first reads there (this was an xfail). Since a batch with a
     # resolved connect is written before the list call its start asks for (3b54d35): 40
-    # of 40 (2026-12-07), and no miss in CI. Docker 26 rewrites the file again about 200 ms after the connect (its
-    # IPv6 rebuild), which the fast path survives.
+    # of 40 (2026-12-07), and no miss in CI. Docker 26 rewrites the file again about
+    # 200 ms after the connect (its IPv6 rebuild), which the fast path survives.
     net = networks.create("n")
     db = containers.run("db", network=net.name)
     web = containers.run("web", labels={LINKS: db}, network=net.name, cmd=FIRST_READ)
