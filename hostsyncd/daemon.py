@@ -479,9 +479,10 @@ class Daemon:
                     new = new.model_copy(update={section: getattr(self.config, section)})
             self.config = new
             self.writer.max_bytes = new.sync.max_hosts_bytes
+            self.reconciler.reconfigure(new)
+            # Every logger the daemon handed out follows this (structlog's lazy proxies,
+            # not cached: log.py), so none is handed out again.
             hlog.configure(new.log.level, new.log.output)
-            self.log = self.problems.log = hlog.get_logger()
-            self.reconciler.reconfigure(new, self.log)
             self.log.info("config reloaded")
         self.notifier.ready()
 

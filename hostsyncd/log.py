@@ -55,6 +55,7 @@ def configure(level: str = "info", output: str = "auto", stream: TextIO = sys.st
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=factory,
+        # Not cached: a logger handed out before a reload (SIGHUP) follows the new level.
         cache_logger_on_first_use=False,
     )
     if output == "journald" and chosen != "journald":

@@ -122,10 +122,9 @@ class Reconciler:
         self._hosts_paths: dict[str, str] = {}
         self.podman = False  # what the engine was at the last list
 
-    def reconfigure(self, config: Config, log: Any) -> None:
-        """A reloaded config (its [sync] and [log]; the rest waits for a restart)."""
+    def reconfigure(self, config: Config) -> None:
+        """A reloaded config (the rest of it waits for a restart)."""
         self.config = config
-        self.log = log
 
     # -- inputs -------------------------------------------------------------------------
 

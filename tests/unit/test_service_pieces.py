@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import re
 import socket
@@ -10,6 +12,7 @@ import time
 
 import pytest
 
+from hostsyncd import log as hlog
 from hostsyncd._notify import Notifier
 from hostsyncd.core.graph import Snapshot, plan_all
 from hostsyncd.core.model import Container, Endpoint
@@ -270,3 +273,20 @@ def test_status_text_shows_what_is_ignored():
     assert "ignored: 7 invalid records; over max_records_per_node: b (3)" in text
     assert "ignored" not in status_text(_state(_cluster(ignored={"rejected": 0,
                                                                  "over_cap": {}})))
+
+
+def test_a_logger_handed_out_before_a_reload_follows_the_new_level() -> None:
+    """The daemon's reload reconfigures logging and hands no logger out again: every
+    logger it gave the reconciler and the problem log must follow."""
+    stream = io.StringIO()
+    try:
+        hlog.configure("info", "json", stream)
+        handed_out = hlog.get_logger()
+        handed_out.debug("before")
+        hlog.configure("debug", "json", stream)
+        handed_out.debug("after")
+        hlog.configure("info", "json", stream)
+        handed_out.debug("back")
+    finally:
+        hlog.configure("info", "console", sys.stderr)
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == ["after"]
