@@ -518,8 +518,9 @@ class Reconciler:
             # A container fighting us gets one write per backoff, racing or not.
             fighting = self.queue.fighting(fid)
             patient = not fighting and self.queue.attempts(fid, Retry.RACE) < RACE_RETRIES
-            result = self.writer.update(fid, transform(block, self.writer.max_bytes, overflow),
-                                        defer_empty=patient, expect_change=expect_change)
+            apply = transform(block, self.writer.max_bytes, overflow, self._applied.get(fid, b""))
+            result = self.writer.update(fid, apply, defer_empty=patient,
+                                        expect_change=expect_change)
         except HostsFileGone:
             return False  # created but not started, or being removed; its start is a hint
         except HostsFileError as exc:

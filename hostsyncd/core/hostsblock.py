@@ -4,8 +4,9 @@ The file belongs to the container, which may write anything into it: the functio
 take bytes of any shape and never fail. A block runs from a line starting with BEGIN to the
 next line starting with END. A BEGIN without an END runs to the end of the file, and a
 stray END line is dropped too: both can only be ours, torn by a racing writer, or forged,
-and keeping either would let blocks pile up. Everything else is kept byte for byte, except
-newline or NUL debris between the last block and the end of the file.
+and keeping either would let blocks pile up. What a racing writer tore off a block of ours
+goes with it (see strip_block). Everything else is kept byte for byte, except newline or
+NUL debris between the last block and the end of the file.
 
 Imports: core.
 """
@@ -23,30 +24,72 @@ _BEGIN_LINE = BEGIN + b" (managed by hostsyncd; edits inside are overwritten)\n"
 _END_LINE = END + b"\n"
 
 
-def strip_block(content: bytes) -> bytes:
+def strip_block(content: bytes, ours: Iterable[bytes] = ()) -> bytes:
     """The content with every hostsyncd block and stray marker line removed.
 
     Newlines and NUL bytes between the last block and the end of the file go with it:
     they are debris, left by a crash between writing and truncating, or by another writer
     whose truncate extended the file, and never anything a resolver reads.
+
+    So does what a racing writer tore off one of `ours` (the blocks this file may hold from
+    us). A writer that puts a shorter file over ours, then truncates, leaves for a moment
+    its content followed by the end of our block, whose BEGIN it overwrote. Written back
+    around, those lines would stay outside the block for good, addresses and all. They show
+    as a stray END, or the end of one: the lines of ours just before it go too, down to
+    one that may be the cut end of a line of ours (after a hole of NULs, if the file
+    shrank under a write). Its truncate can also cut a block we wrote meanwhile inside the
+    BEGIN line: an unterminated last line that is the start of one goes.
     """
-    if BEGIN not in content and END not in content:
+    last = content[content.rfind(b"\n") + 1 :]
+    cut_begin = bool(last) and _BEGIN_LINE.startswith(last)
+    # Every piece of an END line ends in "d", at the end of a line.
+    if not (cut_begin or BEGIN in content or END in content or b"d\n" in content
+            or content.endswith(b"d")):
         return content
+    lines = {line for block in ours for line in block.splitlines(keepends=True)}
     kept: list[bytes] = []
     inside = False
     tail_from: int | None = None
+    run_from = 0  # the first of the lines kept since the last marker
     for line in content.splitlines(keepends=True):
         if inside:
             inside = not line.startswith(END)
             if not inside:
-                tail_from = len(kept)
+                tail_from = run_from = len(kept)
         elif line.startswith(BEGIN):
             inside = True
-        elif not line.startswith(END):
+        elif _torn_end(line):
+            del kept[_torn_from(kept, run_from, lines) :]
+            run_from = len(kept)
+        else:
             kept.append(line)
+    if cut_begin and not inside:
+        kept.pop()
     if tail_from is not None and not b"".join(kept[tail_from:]).strip(b"\0\n"):
         del kept[tail_from:]
     return b"".join(kept)
+
+
+def _torn_end(line: bytes) -> bool:
+    """A stray END line, or what a racing writer left of one: no resolver reads a line
+    like "hostsyncd". Terminated or not: the merge terminates a last line."""
+    piece = line.lstrip(b"\0")
+    if not piece.endswith(b"\n"):
+        piece += b"\n"
+    return piece.startswith(END) or (piece != b"\n" and _END_LINE.endswith(piece))
+
+
+def _torn_from(kept: list[bytes], start: int, ours: set[bytes]) -> int:
+    """Where the lines of ours before a stray END begin, within kept[start:]: whole lines of
+    a block of ours, and before them at most one that ends like one."""
+    at = len(kept)
+    while at > start and kept[at - 1] in ours:
+        at -= 1
+    if at > start:
+        cut = kept[at - 1].lstrip(b"\0")
+        if cut and any(line.endswith(cut) for line in ours):
+            at -= 1
+    return at
 
 
 def block_lines(content: bytes) -> list[bytes]:
@@ -69,17 +112,19 @@ def render_block(lines: Iterable[HostLine]) -> bytes:
     return _BEGIN_LINE + body + _END_LINE if body else b""
 
 
-def merge(content: bytes, block: bytes) -> bytes:
-    """Replace any block in content with this one, placed after everything else.
+def merge(content: bytes, block: bytes, earlier: bytes = b"") -> bytes:
+    """Replace any block in content with this one, placed after everything else. `earlier`
+    is the block the file last had from us: a racing writer may have torn that one.
 
-    An unterminated last line gets its newline so the block starts on a line of its own.
+    The block starts on a line of its own, right after the last line that is not blank:
+    blank lines (or NULs) before it go. No resolver reads them, and a write of ours that
+    lost a race to a truncate can leave its padding there (see writer._overwrite).
     """
-    rest = strip_block(content)
+    rest = strip_block(content, (block, earlier))
     if not block:
         return rest
-    if rest and not rest.endswith(b"\n"):
-        rest += b"\n"
-    return rest + block
+    rest = rest.rstrip(b"\0\n")
+    return rest + b"\n" + block if rest else block
 
 
 def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:

@@ -442,17 +442,20 @@ def file_block(found: FilePlan, keep: bool, kept: Mapping[str, Kept] | None) -> 
     return render_block(found.lines(keep, kept))
 
 
-def transform(block: bytes, limit: int, overflow: list[int]) -> Callable[[bytes], bytes]:
+def transform(
+    block: bytes, limit: int, overflow: list[int], earlier: bytes = b""
+) -> Callable[[bytes], bytes]:
     """The new content of a file from its current one, for the writer. A block that would
     take the file past `limit` is left out (its size goes to `overflow`): a file written
-    past the read limit could never be read back to update, and its lines would go stale."""
+    past the read limit could never be read back to update, and its lines would go stale.
+    `earlier`: the block the file last had from us, which a racing writer may have torn."""
 
     def apply(before: bytes) -> bytes:
-        after = merge(before, block)
+        after = merge(before, block, earlier)
         if len(after) <= limit:
             return after
         overflow.append(len(after))
-        return strip_block(before)
+        return strip_block(before, (block, earlier))
 
     return apply
 

@@ -50,6 +50,11 @@ def test_flooded_and_silently_lost_file_events_still_converge(
     def converged() -> bool:
         return all(p.read_bytes() == expected[p] for p in paths)
 
+    def astray() -> dict[str, bytes]:
+        """The files not as expected, by dependent: what a failure shows."""
+        return {p.parent.name[:12]: p.read_bytes() for p in paths
+                if p.read_bytes() != expected[p]}
+
     assert MAX_EVENTS.exists(), "inotify sysctl missing"
     old_limit = MAX_EVENTS.read_text()
     MAX_EVENTS.write_text("16\n")
@@ -75,7 +80,8 @@ def test_flooded_and_silently_lost_file_events_still_converge(
         writes += 1
     flood_s = time.monotonic() - started
     t0 = time.monotonic()
-    wait_until(converged, timeout=RESYNC + 3, what="convergence after a flood (running)")
+    wait_until(converged, timeout=RESYNC + 3, what="convergence after a flood (running)",
+               show=astray)
     figures["running_flood"] = {"writes": writes, "seconds": round(flood_s, 3),
                                 "overflows_logged": overflowed(),
                                 "converged_after_s": round(time.monotonic() - t0, 3)}  # fmt: skip
@@ -90,7 +96,8 @@ def test_flooded_and_silently_lost_file_events_still_converge(
     finally:
         os.kill(d.pid, signal.SIGCONT)
     t0 = time.monotonic()
-    wait_until(converged, timeout=RESYNC + 3, what="convergence after an overflow")
+    wait_until(converged, timeout=RESYNC + 3, what="convergence after an overflow",
+               show=astray)
     took = time.monotonic() - t0
     wait_until(lambda: overflowed() > before, timeout=5, what="the overflow logged")
     figures["frozen_flood"] = {"writes": 2000, "overflows_logged": overflowed() - before,
@@ -114,7 +121,8 @@ def test_flooded_and_silently_lost_file_events_still_converge(
             assert at >= 0
             mm[at : at + len(wrong)] = wrong
         assert all(wrong + b"\tdata" in p.read_bytes() for p in paths[:5])
-        wait_until(converged, timeout=RESYNC + 2, what="repair by the periodic resync")
+        wait_until(converged, timeout=RESYNC + 2, what="repair by the periodic resync",
+                   show=astray)
         repaired = time.monotonic() - t0
     finally:
         for mm in maps:

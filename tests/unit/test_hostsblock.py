@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from builders import examples
 from hypothesis import HealthCheck, given, settings
@@ -30,6 +32,13 @@ LINES = [HostLine("10.0.0.2", ("db",)), HostLine("10.0.0.3", ("data", "db"))]
 
 def terminated(content: bytes) -> bytes:
     return content + b"\n" if content and not content.endswith(b"\n") else content
+
+
+def before_block(content: bytes) -> bytes:
+    """What merge keeps of content (stripped) before a block: up to its last line that is
+    not blank, terminated."""
+    kept = content.rstrip(b"\0\n")
+    return kept + b"\n" if kept else b""
 
 
 def marker_lines(content: bytes, marker: bytes) -> int:
@@ -227,10 +236,10 @@ def test_merge_properties(content: bytes, lines: list) -> None:
         assert marker_lines(merged, BEGIN) == marker_lines(merged, END) == 0
         assert block_lines(merged) == []
         return
-    # everything but the block is kept, the last line terminated
-    assert strip_block(merged) == terminated(stripped)
+    # everything but the block is kept up to its last line that is not blank, terminated
+    assert strip_block(merged) == before_block(stripped)
     # the block comes after everything else
-    assert merged == terminated(stripped) + block
+    assert merged == before_block(stripped) + block
     # merging again changes nothing
     assert merge(merged, block) == merged
     # one BEGIN line and one END line, however many markers came in
@@ -248,8 +257,8 @@ def test_blocks_never_pile_up(content: bytes, first: list, second: list) -> None
     if block2 or not block1:
         assert twice == merge(content, block2)
     else:
-        # Taking the block away again leaves the newline merge gave the last line.
-        assert twice == terminated(strip_block(content))
+        # Taking the block away again leaves the content as merge kept it.
+        assert twice == before_block(strip_block(content))
 
 
 @PROPS
@@ -284,3 +293,84 @@ def test_blank_and_nul_debris_after_the_block_goes_with_it(debris: bytes) -> Non
     # Anything else after the block is the container's, and stays.
     assert strip_block(docker + block + b"\0x\n") == docker + b"\0x\n"
     assert strip_block(docker + block + b"X\n") == docker + b"X\n"
+
+
+# --- what a racing writer tears off a block of ours ----------------------------------------
+# A writer that puts a shorter file over ours and truncates after (write, then truncate)
+# leaves for a moment its content followed by the end of our block. Merged back as it was,
+# that end stayed outside the block for good, addresses and all: found in CI as a flood
+# test that never converged (tests/faults/test_lost_events.py).
+
+OLD = render_block([HostLine("10.0.0.9", ("db",))])
+NEW = render_block(LINES)
+FORGED = b"# BEGIN hostsyncd\n10.9.9.9\tforged\n# END hostsyncd\n"
+
+
+def _misses(
+    make: Callable[[int], bytes], block: bytes, earlier: bytes = b"", want: bytes = BASE
+) -> list[int]:
+    """The cut points k at which merging make(k) does not give want + block."""
+    cuts = range(max(len(OLD), len(NEW)))
+    return [k for k in cuts if merge(make(k), block, earlier) != want + block]
+
+
+def test_the_end_of_a_block_a_shorter_rewrite_left_behind_goes_at_every_cut() -> None:
+    assert _misses(lambda k: BASE + NEW[k:], NEW) == []
+    # with the racing writer's own (forged) block in front of it
+    assert _misses(lambda k: BASE + FORGED + NEW[k:], NEW) == []
+
+
+def test_the_torn_end_of_the_block_the_file_last_had_goes_when_the_address_moved() -> None:
+    assert _misses(lambda k: BASE + OLD[k:], NEW, earlier=OLD) == []
+    # Without knowing the earlier block only its markers go: its address stays, the stale
+    # line this guards against.
+    assert b"10.0.0.9\tdb\n" in merge(BASE + OLD[40:], NEW)
+
+
+def test_a_torn_end_after_a_hole_of_nuls_goes() -> None:
+    # The file shrank under an overwrite of ours: pwrite past the end leaves NULs.
+    assert _misses(lambda k: BASE + b"\0" * 17 + NEW[k:], NEW) == []
+
+
+def test_a_torn_end_with_a_line_appended_after_it_goes_and_the_line_stays() -> None:
+    appended = b"172.18.0.4\tabc123\n"
+    # All but the cut that leaves only the last newline: a blank line in the middle, which
+    # no resolver reads and nothing tells from one of theirs.
+    missed = _misses(lambda k: BASE + NEW[k:] + appended, NEW, want=BASE + appended)
+    assert missed == [len(NEW) - 1]
+
+
+def test_a_block_a_racing_truncate_cut_short_goes_at_every_cut() -> None:
+    assert [k for k in range(1, len(NEW)) if merge(BASE + NEW[:k], NEW) != BASE + NEW] == []
+
+
+def test_padding_a_write_of_ours_left_after_losing_a_race_goes() -> None:
+    # Our overwrite appends blank lines first; a truncate in between leaves them alone.
+    assert merge(BASE + b"\n" * 40, NEW) == BASE + NEW
+    assert merge(BASE + b"\n\0\n" + NEW, NEW) == BASE + NEW
+
+
+def test_lines_that_are_not_ours_stay_before_a_stray_end() -> None:
+    mine = b"10.1.1.1\tmine\n"
+    assert merge(BASE + mine + END + b"\n", NEW) == BASE + mine + NEW
+    # A torn end glued to an unterminated line of theirs: the whole lines of ours go, the
+    # glued line is no piece of ours and stays.
+    assert NEW[60:].startswith(b"erwritten)\n")
+    assert merge(BASE + b"X" + NEW[60:], NEW) == BASE + b"Xerwritten)\n" + NEW
+
+
+@pytest.mark.parametrize("last", [b"#x", b"# END", b"10.1.1.1\tdb", b"d x\n", b"\n"])
+def test_a_last_line_that_is_no_piece_of_a_marker_stays(last: bytes) -> None:
+    assert strip_block(BASE + last) == BASE + last
+    assert merge(BASE + last, NEW) == (BASE + last).rstrip(b"\n") + b"\n" + NEW
+
+
+@PROPS
+@given(content_st, lines_st, lines_st)
+def test_merge_with_an_earlier_block_is_stable(content: bytes, lines: list, old: list) -> None:
+    block, earlier = render_block(lines), render_block(old)
+    merged = merge(content, block, earlier)
+    assert merge(merged, block, earlier) == merged
+    # the next pass knows this block as the earlier one
+    assert merge(merged, block, block) == merged
+    assert merged.endswith(block)
