@@ -14,7 +14,7 @@ Imports: core.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from hostsyncd.core.model import HostLine
 
@@ -24,7 +24,7 @@ _BEGIN_LINE = BEGIN + b" (managed by hostsyncd; edits inside are overwritten)\n"
 _END_LINE = END + b"\n"
 
 
-def strip_block(content: bytes, ours: Iterable[bytes] = ()) -> bytes:
+def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
     """The content with every hostsyncd block and stray marker line removed.
 
     Newlines and NUL bytes between the last block and the end of the file go with it:
@@ -46,7 +46,7 @@ def strip_block(content: bytes, ours: Iterable[bytes] = ()) -> bytes:
     if not (cut_begin or BEGIN in content or END in content or b"d\n" in content
             or content.endswith(b"d")):
         return content
-    lines = {line for block in ours for line in block.splitlines(keepends=True)}
+    lines: set[bytes] | None = None  # of ours: wanted only for a stray END
     kept: list[bytes] = []
     inside = False
     tail_from: int | None = None
@@ -59,6 +59,8 @@ def strip_block(content: bytes, ours: Iterable[bytes] = ()) -> bytes:
         elif line.startswith(BEGIN):
             inside = True
         elif _torn_end(line):
+            if lines is None:
+                lines = {ln for block in ours for ln in block.splitlines(keepends=True)}
             del kept[_torn_from(kept, run_from, lines) :]
             run_from = len(kept)
         else:
@@ -79,15 +81,15 @@ def _torn_end(line: bytes) -> bool:
     return piece.startswith(END) or (piece != b"\n" and _END_LINE.endswith(piece))
 
 
-def _torn_from(kept: list[bytes], start: int, ours: set[bytes]) -> int:
+def _torn_from(kept: list[bytes], start: int, lines: set[bytes]) -> int:
     """Where the lines of ours before a stray END begin, within kept[start:]: whole lines of
     a block of ours, and before them at most one that ends like one."""
     at = len(kept)
-    while at > start and kept[at - 1] in ours:
+    while at > start and kept[at - 1] in lines:
         at -= 1
     if at > start:
         cut = kept[at - 1].lstrip(b"\0")
-        if cut and any(line.endswith(cut) for line in ours):
+        if cut and any(line.endswith(cut) for line in lines):
             at -= 1
     return at
 
