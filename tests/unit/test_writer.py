@@ -11,6 +11,9 @@ from unittest import mock
 
 import pytest
 
+from hostsyncd.core.hostsblock import render_block
+from hostsyncd.core.model import HostLine
+from hostsyncd.core.reconcile import transform
 from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
 
 CID = "0123456789abcdef" * 4
@@ -625,3 +628,69 @@ def test_a_line_docker_appends_while_the_block_is_added_is_kept(root: Path) -> N
         HostsWriter(root).update(CID, to(BASE + b"# BEGIN x\n10.0.0.2\tdb\n# END x\n"))
     assert path.read_bytes() == BASE + b"10.1.0.5\t0123456789ab\n" \
         b"# BEGIN x\n10.0.0.2\tdb\n# END x\n"
+
+
+# --- a container rewriting its file without a lock (write, then truncate) ----------------
+# Each case stages the race at one moment of our write; the next look must leave Docker's
+# lines and the block, nothing else. Before the fix each left a file that merging no longer
+# changed (the flood test's CI failure, tests/faults/test_lost_events.py).
+
+def _ours(ip: str) -> bytes:
+    return render_block([HostLine(ip, ("db",)), HostLine("10.0.0.3", ("data", "db"))])
+
+
+def _apply(block: bytes, earlier: bytes = b"") -> Any:
+    return transform(block, 1 << 20, [], earlier)
+
+
+FORGED_BLOCK = b"# BEGIN hostsyncd\n10.9.9.9\tforged\n# END hostsyncd\n"
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    with path.open("r+b") as f:
+        f.write(data)
+        f.truncate()
+
+
+@pytest.mark.parametrize("moment", ["pwritev", "pwrite"])
+def test_a_rewrite_between_our_look_and_our_write_leaves_nothing_behind(
+        root: Path, moment: str) -> None:
+    """The container truncates to its own lines just before our padding is appended
+    (which then lands after them: blank lines), or just before our overwrite (which then
+    writes past the end: a hole of NULs, then the end of our block)."""
+    block = _ours("10.0.0.2")
+    path = make_hosts(root, content=BASE + FORGED_BLOCK)
+    real = getattr(os, moment)
+    done: list[bool] = []
+
+    def racing(*args: Any) -> int:
+        if not done:
+            done.append(True)
+            _rewrite(path, BASE)
+        return real(*args)
+
+    writer = HostsWriter(root)
+    with mock.patch(f"hostsyncd.writer.os.{moment}", racing):
+        writer.update(CID, _apply(block))
+    assert done and path.read_bytes() != BASE + block
+    writer.update(CID, _apply(block, block))
+    assert path.read_bytes() == BASE + block
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_a_rewrite_around_our_whole_write_leaves_nothing_behind(root: Path, moved: bool) -> None:
+    """The container's write lands, ours reads and writes, its truncate lands: we saw its
+    lines, then the end of our block whose BEGIN it overwrote; it cuts what we wrote. When
+    the address moved at that moment, the end is the earlier block's."""
+    earlier = _ours("10.0.0.2")
+    block = _ours("10.0.0.7") if moved else earlier
+    path = make_hosts(root, content=BASE + earlier)
+    with path.open("r+b") as f:
+        f.write(BASE + FORGED_BLOCK)
+    assert path.read_bytes() == BASE + FORGED_BLOCK + earlier[len(FORGED_BLOCK):]
+    writer = HostsWriter(root)
+    writer.update(CID, _apply(block, earlier))
+    with path.open("r+b") as f:
+        f.truncate(len(BASE + FORGED_BLOCK))
+    writer.update(CID, _apply(block, block))
+    assert path.read_bytes() == BASE + block
