@@ -483,7 +483,7 @@ class Reconciler:
                        key=lambda p: (p.dependent.id != fid, p.dependent.name))
         found = FilePlan(fid, tuple(plans), current.owner_name if current else fid[:12])
         block = file_block(found, self.config.links.on_target_stop == "keep", self.kept)
-        return found, transform(block, self.writer.max_bytes, [])
+        return found, transform(block, self.writer.max_bytes, [], self._applied.get(fid, b""))
 
     def _publish(self, snapshot: Snapshot) -> None:
         assert self.publisher is not None

@@ -443,7 +443,7 @@ def file_block(found: FilePlan, keep: bool, kept: Mapping[str, Kept] | None) -> 
 
 
 def transform(
-    block: bytes, limit: int, overflow: list[int], earlier: bytes = b""
+    block: bytes, limit: int, overflow: list[int], earlier: bytes
 ) -> Callable[[bytes], bytes]:
     """The new content of a file from its current one, for the writer. A block that would
     take the file past `limit` is left out (its size goes to `overflow`): a file written

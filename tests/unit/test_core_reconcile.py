@@ -252,7 +252,7 @@ def test_transform_writes_a_block_that_fits_the_limit_exactly() -> None:
     new = block(DB_LINE)
     before = b"127.0.0.1\tlocalhost\n"
     overflow: list[int] = []
-    after = transform(new, len(before) + len(new), overflow)(before)
+    after = transform(new, len(before) + len(new), overflow, b"")(before)
     assert after == before + new
     assert overflow == []
 
@@ -263,8 +263,20 @@ def test_transform_leaves_out_a_block_past_the_limit_and_says_how_big_it_would_b
     before = merge(docker, block(HostLine("10.0.0.9", ("db",))))
     overflow: list[int] = []
     limit = len(docker) + len(new) - 1
-    assert transform(new, limit, overflow)(before) == docker
+    assert transform(new, limit, overflow, b"")(before) == docker
     assert overflow == [len(docker) + len(new)]
+
+
+def test_a_block_left_out_takes_what_a_racing_writer_tore_off_ours_with_it() -> None:
+    new = block(DB_LINE)
+    earlier = block(HostLine("10.0.0.9", ("db",)))
+    docker = b"127.0.0.1\tlocalhost\n"
+    forged = b"# BEGIN hostsyncd\n10.9.9.9\tforged\n# END hostsyncd\n"
+    overflow: list[int] = []
+    for ours in (new, earlier):
+        torn = docker + forged + ours[len(forged):]
+        assert transform(new, len(docker), overflow, earlier)(torn) == docker
+    assert len(overflow) == 2
 
 
 # --- the properties ---------------------------------------------------------------------

@@ -374,3 +374,32 @@ def test_merge_with_an_earlier_block_is_stable(content: bytes, lines: list, old:
     # the next pass knows this block as the earlier one
     assert merge(merged, block, block) == merged
     assert merged.endswith(block)
+
+
+def test_what_is_left_of_an_end_goes_terminated_or_not_and_anywhere_in_the_file() -> None:
+    for piece in (b"hostsyncd", b"d", b"END hostsyncd", b"\0\0ncd"):
+        assert strip_block(BASE + piece) == BASE
+        assert strip_block(BASE + piece + b"\n") == BASE
+        assert strip_block(piece + b"\n" + BASE) == BASE
+    # a line that only holds one is the container's
+    assert strip_block(BASE + b"X# END hostsyncd\n") == BASE + b"X# END hostsyncd\n"
+    assert strip_block(BASE + b"hostsyncd x\n") == BASE + b"hostsyncd x\n"
+
+
+def test_a_torn_end_at_the_very_start_of_the_file_goes() -> None:
+    # the racing writer wrote nothing before it (an emptied file, then ours torn)
+    assert merge(NEW[60:], NEW) == NEW
+    assert merge(b"\0" * 9 + NEW[60:], NEW) == NEW
+
+
+def test_only_blank_lines_and_nuls_go_before_the_block() -> None:
+    assert merge(BASE + b"10.1.1.1\tX\n\n\0\n", NEW) == BASE + b"10.1.1.1\tX\n" + NEW
+    assert merge(BASE + b"10.1.1.1\tX \n", NEW) == BASE + b"10.1.1.1\tX \n" + NEW
+
+
+def test_a_second_stray_end_does_not_reach_past_the_first() -> None:
+    # The first END's walk stops after the one cut line; what came before that cut is not
+    # the end of the same block, and a second END right after does not take it either.
+    ours = b"10.0.0.2\tdb\n"
+    content = BASE + ours + b"b\n" + ours + END + b"\n" + END + b"\n"
+    assert strip_block(content, (NEW,)) == BASE + ours
