@@ -22,6 +22,7 @@ BEGIN = b"# BEGIN hostsyncd"
 END = b"# END hostsyncd"
 _BEGIN_LINE = BEGIN + b" (managed by hostsyncd; edits inside are overwritten)\n"
 _END_LINE = END + b"\n"
+_PIECE_ENDS = (b"d\n", b"d")  # how every piece of an END line ends, terminated or not
 
 
 def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
@@ -40,11 +41,10 @@ def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
     shrank under a write). Its truncate can also cut a block we wrote meanwhile inside the
     BEGIN line: an unterminated last line that is the start of one goes.
     """
-    last = content[content.rfind(b"\n") + 1 :]
-    cut_begin = bool(last) and _BEGIN_LINE.startswith(last)
-    # Every piece of an END line ends in "d", at the end of a line.
+    last = b"" if content.endswith(b"\n") else content[content.rfind(b"\n") + 1 :]
+    cut_begin = last != b"" and _BEGIN_LINE.startswith(last)
     if not (cut_begin or BEGIN in content or END in content or b"d\n" in content
-            or content.endswith(b"d")):
+            or content.endswith(_PIECE_ENDS)):
         return content
     lines: set[bytes] | None = None  # of ours: wanted only for a stray END
     kept: list[bytes] = []
@@ -58,7 +58,7 @@ def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
                 tail_from = run_from = len(kept)
         elif line.startswith(BEGIN):
             inside = True
-        elif _torn_end(line):
+        elif line.startswith(END) or (line.endswith(_PIECE_ENDS) and _torn_end(line)):
             if lines is None:
                 lines = {ln for block in ours for ln in block.splitlines(keepends=True)}
             del kept[_torn_from(kept, run_from, lines) :]
@@ -73,8 +73,9 @@ def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
 
 
 def _torn_end(line: bytes) -> bool:
-    """A stray END line, or what a racing writer left of one: no resolver reads a line
-    like "hostsyncd". Terminated or not: the merge terminates a last line."""
+    """What a racing writer left of an END line (after NULs, if it left a hole): no
+    resolver reads a line like "hostsyncd". Terminated or not: the merge terminates a
+    last line."""
     piece = line.lstrip(b"\0")
     if not piece.endswith(b"\n"):
         piece += b"\n"
@@ -126,7 +127,7 @@ def merge(content: bytes, block: bytes, earlier: bytes = b"") -> bytes:
     if not block:
         return rest
     rest = rest.rstrip(b"\0\n")
-    return rest + b"\n" + block if rest else block
+    return b"".join((rest, b"\n", block)) if rest else block
 
 
 def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:
