@@ -5,8 +5,8 @@ take bytes of any shape and never fail. A block runs from a line starting with B
 next line starting with END. A BEGIN without an END runs to the end of the file, and a
 stray END line is dropped too: both can only be ours, torn by a racing writer, or forged,
 and keeping either would let blocks pile up. What a racing writer tore off a block of ours
-goes with it (see strip_block). Everything else is kept byte for byte, except newline or
-NUL debris between the last block and the end of the file.
+goes with it (see strip_block). Everything else is kept byte for byte, except lines of
+nothing but newlines and NULs right before the block or after the last one.
 
 Imports: core.
 """
@@ -41,7 +41,7 @@ def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
     shrank under a write). Its truncate can also cut a block we wrote meanwhile inside the
     BEGIN line: an unterminated last line that is the start of one goes.
     """
-    last = b"" if content.endswith(b"\n") else content[content.rfind(b"\n") + 1 :]
+    last = content[max(content.rfind(b"\n"), content.rfind(b"\r")) + 1 :]  # as splitlines
     cut_begin = last != b"" and _BEGIN_LINE.startswith(last)
     if not (cut_begin or BEGIN in content or END in content or b"d\n" in content
             or content.endswith(_PIECE_ENDS)):
@@ -73,13 +73,13 @@ def strip_block(content: bytes, ours: Sequence[bytes] = ()) -> bytes:
 
 
 def _torn_end(line: bytes) -> bool:
-    """What a racing writer left of an END line (after NULs, if it left a hole): no
-    resolver reads a line like "hostsyncd". Terminated or not: the merge terminates a
-    last line."""
+    """Whether a line that ends like an END line (_PIECE_ENDS) is what a racing writer left
+    of one, after NULs if it left a hole: no resolver reads a line like "hostsyncd".
+    Terminated or not: the merge terminates a last line."""
     piece = line.lstrip(b"\0")
     if not piece.endswith(b"\n"):
         piece += b"\n"
-    return piece.startswith(END) or (piece != b"\n" and _END_LINE.endswith(piece))
+    return piece.startswith(END) or _END_LINE.endswith(piece)
 
 
 def _torn_from(kept: list[bytes], start: int, lines: set[bytes]) -> int:
@@ -89,8 +89,9 @@ def _torn_from(kept: list[bytes], start: int, lines: set[bytes]) -> int:
     while at > start and kept[at - 1] in lines:
         at -= 1
     if at > start:
+        # A blank line stays: no resolver reads it, and any file may hold one.
         cut = kept[at - 1].lstrip(b"\0")
-        if cut and any(line.endswith(cut) for line in lines):
+        if cut not in (b"", b"\n") and any(line.endswith(cut) for line in lines):
             at -= 1
     return at
 
@@ -120,14 +121,18 @@ def merge(content: bytes, block: bytes, earlier: bytes = b"") -> bytes:
     is the block the file last had from us: a racing writer may have torn that one.
 
     The block starts on a line of its own, right after the last line that is not blank:
-    blank lines (or NULs) before it go. No resolver reads them, and a write of ours that
-    lost a race to a truncate can leave its padding there (see writer._overwrite).
+    lines of nothing but newlines and NULs before it go. No resolver reads them, and a
+    write of ours that lost a race to a truncate can leave its padding there (see
+    writer._overwrite). Other lines are kept whole, so what a later merge sees is the same.
     """
     rest = strip_block(content, (block, earlier))
     if not block:
         return rest
-    rest = rest.rstrip(b"\0\n")
-    return b"".join((rest, b"\n", block)) if rest else block
+    text = len(rest.rstrip(b"\0\n"))
+    if not text:
+        return block
+    end = rest.find(b"\n", text)
+    return b"".join((rest[: end + 1], block)) if end >= 0 else b"".join((rest, b"\n", block))
 
 
 def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:

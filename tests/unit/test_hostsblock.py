@@ -35,10 +35,12 @@ def terminated(content: bytes) -> bytes:
 
 
 def before_block(content: bytes) -> bytes:
-    """What merge keeps of content (stripped) before a block: up to its last line that is
-    not blank, terminated."""
-    kept = content.rstrip(b"\0\n")
-    return kept + b"\n" if kept else b""
+    """What merge keeps of content (stripped) before a block: its lines up to the last one
+    that holds more than newlines and NULs, terminated."""
+    lines = content.splitlines(keepends=True)
+    while lines and not lines[-1].strip(b"\0\n"):
+        lines.pop()
+    return terminated(b"".join(lines))
 
 
 def marker_lines(content: bytes, marker: bytes) -> int:
@@ -252,13 +254,13 @@ def test_merge_properties(content: bytes, lines: list) -> None:
 @PROPS
 @given(content_st, lines_st, lines_st)
 def test_blocks_never_pile_up(content: bytes, first: list, second: list) -> None:
+    """A block merged over another replaces it: what is outside is what the first merge
+    kept. (The second knows the first block as the file's earlier one, as the daemon does.)"""
     block1, block2 = render_block(first), render_block(second)
-    twice = merge(merge(content, block1), block2)
-    if block2 or not block1:
-        assert twice == merge(content, block2)
-    else:
-        # Taking the block away again leaves the content as merge kept it.
-        assert twice == before_block(strip_block(content))
+    twice = merge(merge(content, block1), block2, block1)
+    kept = strip_block(content, (block1,))
+    assert twice == (before_block(kept) if block1 or block2 else kept) + block2
+    assert marker_lines(twice, BEGIN) == marker_lines(twice, END) == (1 if block2 else 0)
 
 
 @PROPS
@@ -334,10 +336,12 @@ def test_a_torn_end_after_a_hole_of_nuls_goes() -> None:
 
 def test_a_torn_end_with_a_line_appended_after_it_goes_and_the_line_stays() -> None:
     appended = b"172.18.0.4\tabc123\n"
-    # All but the cut that leaves only the last newline: a blank line in the middle, which
-    # no resolver reads and nothing tells from one of theirs.
+    # All but the cuts right at a newline of ours, which leave a blank line in the middle:
+    # no resolver reads it, and nothing tells it from one of theirs.
     missed = _misses(lambda k: BASE + NEW[k:] + appended, NEW, want=BASE + appended)
-    assert missed == [len(NEW) - 1]
+    assert missed == [k for k in range(len(NEW)) if NEW[k : k + 1] == b"\n"]
+    assert all(merge(BASE + NEW[k:] + appended, NEW) == BASE + b"\n" + appended + NEW
+               for k in missed)
 
 
 def test_a_block_a_racing_truncate_cut_short_goes_at_every_cut() -> None:
@@ -359,7 +363,9 @@ def test_lines_that_are_not_ours_stay_before_a_stray_end() -> None:
     assert merge(BASE + b"X" + NEW[60:], NEW) == BASE + b"Xerwritten)\n" + NEW
 
 
-@pytest.mark.parametrize("last", [b"#x", b"# END", b"10.1.1.1\tdb", b"d x\n", b"\n"])
+@pytest.mark.parametrize(
+    "last", [b"#x", b"# END", b"10.1.1.1\tdb", b"10.1.1.1\tfood", b"d x\n", b"\n"]
+)
 def test_a_last_line_that_is_no_piece_of_a_marker_stays(last: bytes) -> None:
     assert strip_block(BASE + last) == BASE + last
     assert merge(BASE + last, NEW) == (BASE + last).rstrip(b"\n") + b"\n" + NEW
