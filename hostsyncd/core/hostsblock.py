@@ -91,7 +91,7 @@ def _torn_from(kept: list[bytes], start: int, lines: set[bytes]) -> int:
     if at > start:
         # A blank line stays: no resolver reads it, and any file may hold one.
         cut = kept[at - 1].lstrip(b"\0")
-        if cut not in (b"", b"\n") and any(line.endswith(cut) for line in lines):
+        if cut != b"\n" and any(line.endswith(cut) for line in lines):
             at -= 1
     return at
 
@@ -131,8 +131,9 @@ def merge(content: bytes, block: bytes, earlier: bytes = b"") -> bytes:
     text = len(rest.rstrip(b"\0\n"))
     if not text:
         return block
-    end = rest.find(b"\n", text)
-    return b"".join((rest[: end + 1], block)) if end >= 0 else b"".join((rest, b"\n", block))
+    # The last line's own NULs are kept with it; after a CR they are a line of their own.
+    nuls = b"" if rest[text - 1 : text] == b"\r" else rest[text:].partition(b"\n")[0]
+    return b"".join((rest[:text], nuls, b"\n", block))
 
 
 def own_addresses(content: bytes, hostname: str) -> tuple[str, str]:

@@ -346,6 +346,13 @@ def test_a_torn_end_with_a_line_appended_after_it_goes_and_the_line_stays() -> N
 
 def test_a_block_a_racing_truncate_cut_short_goes_at_every_cut() -> None:
     assert [k for k in range(1, len(NEW)) if merge(BASE + NEW[:k], NEW) != BASE + NEW] == []
+    # in a file whose lines end in CR alone, as splitlines reads it
+    assert strip_block(b"a\rb\r# BEG") == b"a\rb\r"
+
+
+def test_a_stray_end_line_ended_by_a_cr_goes() -> None:
+    assert strip_block(BASE + END + b"\r") == BASE
+    assert strip_block(BASE + END + b" x\r") == BASE
 
 
 def test_padding_a_write_of_ours_left_after_losing_a_race_goes() -> None:
@@ -401,6 +408,10 @@ def test_a_torn_end_at_the_very_start_of_the_file_goes() -> None:
 def test_only_blank_lines_and_nuls_go_before_the_block() -> None:
     assert merge(BASE + b"10.1.1.1\tX\n\n\0\n", NEW) == BASE + b"10.1.1.1\tX\n" + NEW
     assert merge(BASE + b"10.1.1.1\tX \n", NEW) == BASE + b"10.1.1.1\tX \n" + NEW
+    # a line's own NULs stay with it, terminated or not
+    assert merge(BASE + b"10.1.1.1\tX\0\n\0\n", NEW) == BASE + b"10.1.1.1\tX\0\n" + NEW
+    assert merge(BASE + b"10.1.1.1\tX\0", NEW) == BASE + b"10.1.1.1\tX\0\n" + NEW
+    assert merge(BASE + b"10.1.1.1\tX\r\0", NEW) == BASE + b"10.1.1.1\tX\r\n" + NEW
 
 
 def test_a_second_stray_end_does_not_reach_past_the_first() -> None:
