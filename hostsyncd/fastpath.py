@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 from hostsyncd.core.graph import (
@@ -55,6 +55,8 @@ PROBE_DELAYS = (0.0, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 # not turn into a loop of engine calls. The connect event still brings a real start.
 FIRST_BACKOFF = 0.25
 MAX_BACKOFF = 5.0
+# Seconds a suspected forgery waits for the engine to report a start before it is said.
+FORGED_GRACE = 1.0
 # After a round found the target not running and its file without an own entry, at most
 # this many of the file's next complete writes (closes) are read for one, during the
 # backoff: a file written in a loop costs a bounded number of reads, as of engine calls.
@@ -108,6 +110,38 @@ class ForgedEntry:
     name: str
     address: str
     shared_with: tuple[str, ...]
+
+
+class Suspects:
+    """Forged entries waiting to be said. One is said only if its target has still not
+    started FORGED_GRACE seconds after it was found: on a loaded machine the engine can
+    list a real start later than the fast path asks. One per target; kept only while the
+    target exists."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, tuple[ForgedEntry, float]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._due)
+
+    def add(self, found: ForgedEntry, now: float) -> None:
+        if found.target_id not in self._due:
+            self._due[found.target_id] = (found, now + FORGED_GRACE)
+
+    def next_due(self) -> float | None:
+        return min((due for _, due in self._due.values()), default=None)
+
+    def take_due(self, now: float) -> list[ForgedEntry]:
+        """The suspects whose grace is over, no longer kept."""
+        ripe = [found for found, due in self._due.values() if due <= now]
+        for found in ripe:
+            del self._due[found.target_id]
+        return ripe
+
+    def forget(self, present: Mapping[str, object]) -> None:
+        """Only the targets in `present` (by id) stay suspects."""
+        for gone in [tid for tid in self._due if tid not in present]:
+            del self._due[gone]
 
 
 @dataclass(slots=True)

@@ -7,11 +7,10 @@ to the files that are due in the work queue (a file someone wrote, a retry). A c
 rewriting its own file therefore never costs a pass, and one that keeps doing it is backed
 off on its own (core/workqueue.py: one queue of hosts files, rate-limited per file).
 
-Every field logged or kept about a write carries only lines hostsyncd rendered, cut at
-MAX_FIELD_BYTES, plus a count of whatever else was removed: the file is the container's,
-and nothing it writes is copied into logs, the state file or memory.
+What is said about a decision or a write is worded in reports.py, from the reasons the
+core returned and the writer's results.
 
-Imports: config, core, engine, fastpath, problems, state, stats, watcher, writer.
+Imports: config, core, engine, fastpath, problems, reports, state, stats, watcher, writer.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from typing import Any
 
 from hostsyncd.config import Config
 from hostsyncd.core.graph import DependentPlan, FilePlan, RemoteIndex, Snapshot
-from hostsyncd.core.hostsblock import changes, untidy
 from hostsyncd.core.model import Container
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.reconcile import Kept, Result, file_block, transform
@@ -31,24 +29,21 @@ from hostsyncd.core.reconcile import reconcile as decide
 from hostsyncd.core.records import published
 from hostsyncd.core.workqueue import Retry, WorkQueue
 from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
-from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Waiting
+from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Suspects, Waiting
 from hostsyncd.problems import ProblemLog
+from hostsyncd.reports import Reports
 from hostsyncd.state import LastWrite
 from hostsyncd.stats import PassKind, Stats, WriteFailure, WriteKind
 from hostsyncd.watcher import Drift
-from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter, WriteResult
+from hostsyncd.writer import HostsFileError, HostsFileGone, HostsWriter
 
 # After this many looks in a row, an empty file is the container's doing, not Docker's.
 RACE_RETRIES = 10
 # A batch of events naming more containers than this lists them all: one call either way,
 # and the engine's id filter is a pattern match per container per id.
 MAX_LISTED_IDS = 32
-# Seconds a suspected forgery waits for the engine to report a start before it is said.
-FORGED_GRACE = 1.0
 # The HostsPath cache's mark for a container that shares another's hosts file (Podman).
 _SHARED = "\0shared"
-# Per-container subjects of the problem log, all forgotten when the container goes.
-_SUBJECTS = ("links", "file", "waiting", "fight", "forged", "publish", "conflict")
 
 
 @dataclass(slots=True)
@@ -92,8 +87,8 @@ class Reconciler:
         # below that is about a file (queue, races, fights, last write) is keyed by its id.
         self.files: Mapping[str, FilePlan] = {}
         self.stopped_targets: set[str] = set()
-        self.last_write: dict[str, LastWrite] = {}
         self.problems = problems if problems is not None else ProblemLog(log)
+        self.reports = Reports(self.problems, log)
         # What the work came to, by kind: for the state file's counts and for metrics.py.
         self.stats = Stats()
         # The block each file was last written or found with.
@@ -101,12 +96,11 @@ class Reconciler:
         self.blocks: Mapping[str, bytes] = {}  # the block each file should hold
         # The last decision: the next pass plans only what the changes since then touch.
         self._decided: Result | None = None
-        self._conflicted: set[str] = set()
         # The one work queue: each hosts file (by its owner's id), when it is next looked
         # at and why, with a rate-limited requeue per file (races, failures, fights).
         self.queue = WorkQueue()
         # Stopped targets whose file held an own entry the engine did not confirm.
-        self._suspects: dict[str, tuple[ForgedEntry, float]] = {}
+        self._suspects = Suspects()
         # Keep mode: per dependent, per alias, the lines the engine last gave.
         self.kept: dict[str, Kept] = {}
         self.fastpath: StartFastPath | None = None
@@ -121,6 +115,11 @@ class Reconciler:
         # measured) and forgotten with the container.
         self._hosts_paths: dict[str, str] = {}
         self.podman = False  # what the engine was at the last list
+
+    @property
+    def last_write(self) -> Mapping[str, LastWrite]:
+        """Each file's last write, for `status`."""
+        return self.reports.last_write
 
     def reconfigure(self, config: Config) -> None:
         """A reloaded config (the rest of it waits for a restart)."""
@@ -274,40 +273,28 @@ class Reconciler:
             self._queue(write.file.owner, now)
             if write.result.changed:
                 self.stats.writes[WriteKind.FASTPATH] += 1
-            self._report_write(write.file, write.result, [])
+            self.reports.written(write.file, write.result, [], self.writer.max_bytes)
 
     def forged(self, found: ForgedEntry) -> None:
-        """A stopped target's file holds an own entry the engine did not give it. Said only
-        if the target has still not started FORGED_GRACE seconds later: on a loaded machine
-        the engine can list a real start later than the fast path asks."""
-        if found.target_id not in self._suspects:
-            self._suspects[found.target_id] = (found, self.clock() + FORGED_GRACE)
+        """A stopped target's file holds an own entry the engine did not give it (said
+        later, if still so: see Suspects)."""
+        self._suspects.add(found, self.clock())
 
     @property
     def retry_due(self) -> float | None:
         """When the loop must come back without a hint: a file due, or a suspect's grace."""
-        dues = [due for _, due in self._suspects.values()]
-        queued = self.queue.next_due()
-        return min([*dues, queued] if queued is not None else dues, default=None)
+        dues = [due for due in (self._suspects.next_due(), self.queue.next_due())
+                if due is not None]
+        return min(dues, default=None)
 
     def _report_forged(self, now: float) -> None:
         if not self._suspects:
             return  # the usual case: no snapshot to (re)build on every repair
         snapshot = self.observed.snapshot()
-        for cid, (found, due) in list(self._suspects.items()):
-            if due > now:
-                continue
-            del self._suspects[cid]
-            target = snapshot.by_id.get(cid)
-            if target is None or target.has_address:
-                continue  # removed, or it was a start after all
-            self.problems.add(
-                f"{cid}/forged", "entry",
-                "forged entry in a stopped target's hosts file; not used (addresses come "
-                "from the engine only)",
-                container_name=found.name, container_id=cid, address=found.address,
-                shared_with=list(found.shared_with),
-            )
+        for found in self._suspects.take_due(now):
+            target = snapshot.by_id.get(found.target_id)
+            if target is not None and not target.has_address:  # not removed, nor started
+                self.reports.forged(found)
 
     @property
     def watched(self) -> set[str]:
@@ -366,7 +353,7 @@ class Reconciler:
         chosen = list(decided.files) if verify_all else \
             list(dict.fromkeys([*decided.writes, *self.queue.due(now)]))
         result = self._apply(chosen, now, since)
-        self._report_decided(decided)
+        self.reports.decided(decided)
         self.stats.passes[PassKind.FULL if verify_all else PassKind.EVENTS] += 1
         self.stats.pass_seconds.observe(self.clock() - started)
         return result
@@ -456,19 +443,13 @@ class Reconciler:
             self._applied.pop(stopped, None)
             self.queue.forget(stopped)
             self.writer.forget(stopped)
-        for gone in self._suspects.keys() - snapshot.by_id.keys():
-            del self._suspects[gone]
+        self._suspects.forget(snapshot.by_id)
+        self.reports.forget(snapshot.by_id)
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
-        for store in (self.kept, self.last_write, self._hosts_paths):
+        for store in (self.kept, self._hosts_paths):
             # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
             for gone in [cid for cid in store if cid not in snapshot.by_id]:
                 del store[gone]
-        for cid in list(self.problems.subjects()):
-            if cid not in snapshot.by_id:
-                # Only a removed container forgets what was said about it: a restart must
-                # not repeat the same warnings.
-                for kind in _SUBJECTS:
-                    self.problems.forget(f"{cid}/{kind}")
 
     def _transform_for(
         self, started: list[DependentPlan]
@@ -511,7 +492,6 @@ class Reconciler:
         right; queued again in a moment). What is to be logged about it is appended to
         `reports`."""
         fid = plan.owner
-        fields = _fields(plan)
         block = self.blocks.get(fid, b"")
         overflow: list[int] = []
         try:
@@ -526,11 +506,11 @@ class Reconciler:
         except HostsFileError as exc:
             self.stats.write_errors[exc.kind] += 1
             reason = exc.reason
-            reports.append(lambda: self.problems.add(
-                f"{fid}/file", "write", reason, level="error", **fields))
+            reports.append(lambda: self.reports.write_failed(plan, reason))
             return None
         self.queue.done(fid, Retry.FAILED)
-        reports.append(lambda: self._report_write(plan, result, overflow))
+        reports.append(lambda: self.reports.written(plan, result, overflow,
+                                                    self.writer.max_bytes))
         if result.raced and not fighting:
             # Docker (or someone) was rewriting the file at the same moment: look again
             # shortly rather than build on a half-written file. A repair's retry is still
@@ -549,87 +529,10 @@ class Reconciler:
                       reports: list[Callable[[], None]]) -> None:
         """Our block was put back after someone else's write. Often: a fight (the queue
         backs its repairs off from now on)."""
-        cid = plan.owner
-        if self.queue.repaired(cid, now):
-            reports.append(lambda: self.problems.add(
-                f"{cid}/fight", "fight",
-                f"container keeps rewriting its hosts file; its block is put back at most "
-                f"every {Retry.FIGHT.ceiling:g} s from now on, and its writes are not watched",
-                **_fields(plan)))
+        if self.queue.repaired(plan.owner, now):
+            reports.append(lambda: self.reports.fight(plan))
 
     def _calmed(self, plan: FilePlan, reports: list[Callable[[], None]]) -> None:
         """A backed-off dependent's file was found as we left it: it stopped fighting."""
         self.queue.done(plan.owner, Retry.FIGHT)
-        reports.append(lambda: self.problems.clear(f"{plan.owner}/fight", "fight",
-                                                   **_fields(plan)))
-
-    # -- reports ------------------------------------------------------------------------
-
-    def _report_write(self, plan: FilePlan, result: WriteResult,
-                      overflow: list[int]) -> None:
-        fid = plan.owner
-        fields = _fields(plan)
-        self.problems.clear(f"{fid}/file", "write", **fields)
-        if overflow:
-            self.problems.add(
-                f"{fid}/file", "size",
-                f"hosts file would grow to {overflow[-1]} bytes with the block, over "
-                f"max_hosts_bytes ({self.writer.max_bytes}); block left out", level="error",
-                **fields,
-            )
-        else:
-            self.problems.clear(f"{fid}/file", "size", **fields)
-        if untidy(result.before):
-            self.problems.add(f"{fid}/file", "content",
-                              "hosts file holds NUL bytes or invalid UTF-8; handled as bytes",
-                              **fields)
-        if result.changed:
-            added, removed, foreign = changes(plan.aliases, result.before, result.after)
-            self.last_write[fid] = LastWrite(time.time(), added, removed, foreign)
-            extra = {"foreign_removed": foreign} if foreign else {}
-            self.log.info("hosts file updated", added=added, removed=removed, **extra,
-                          **fields)
-
-    def _report_decided(self, decided: Result) -> None:
-        """Say what the core found, from its reasons: each once, until it changes."""
-        replanned = decided.plans.keys() if decided.replanned is None else decided.replanned
-        for cid in replanned:
-            found = decided.plans.get(cid)
-            if found is None:
-                continue  # stopped: what was said stands until it is removed
-            dep = found.dependent
-            fields = {"container_name": dep.name, "container_id": dep.id}
-            said = {f"spec:{err.spec}": str(err) for err in found.errors}
-            if found.health_error is not None:
-                said["health"] = found.health_error
-            if found.domain_error is not None:
-                said["domain"] = found.domain_error
-            routine = {}
-            for skip in decided.skipped.get(cid, ()):
-                (routine if skip.routine else said)[f"link:{skip.spec}"] = skip.message
-            if cid in decided.unmanaged:
-                # Said once, by name: a write there would change nothing the container sees.
-                said["unmanaged"] = decided.unmanaged[cid]
-            self.problems.set(f"{cid}/links", said, **fields)
-            self.problems.set(f"{cid}/waiting", routine, level="info", **fields)
-        by_file: dict[str, dict[str, str]] = {}
-        for conflict in decided.conflicts:
-            by_file.setdefault(conflict.file, {})[conflict.alias] = (
-                f"{', '.join(conflict.dependents)} share this hosts file and give "
-                f"{conflict.alias} different addresses ({', '.join(conflict.addresses)}); "
-                f"a resolver takes the first")
-        for fid in self._conflicted | by_file.keys():
-            found = decided.files.get(fid)
-            fields = _fields(found) if found is not None else {"container_id": fid}
-            self.problems.set(f"{fid}/conflict", by_file.get(fid, {}), **fields)
-        conflicted = set(by_file)
-        self._conflicted = conflicted
-
-
-def _fields(plan: FilePlan) -> dict[str, Any]:
-    """Who a file's log lines are about: its owner, and the sidecars that read it too."""
-    fields: dict[str, Any] = {"container_name": plan.owner_name, "container_id": plan.owner}
-    sharers = [p.dependent.name for p in plan.plans if p.dependent.id != plan.owner]
-    if sharers:
-        fields["shared_with"] = sharers
-    return fields
+        reports.append(lambda: self.reports.calmed(plan))

@@ -16,9 +16,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "hostsyncd"
 
 # The four layers. The daemon's layer is daemon.py and its worker, reconcile.py (the loop's
-# state: what was written, races, fights). Edges do I/O; the private helpers (_etcd,
-# _inotify, _notify) and config, log, state, problems and views sit beside them.
-LAYERS = {"cli": 3, "__main__": 3, "daemon": 2, "reconcile": 2}
+# state: what was written, races, fights), with the worker's reports.py. Edges do I/O; the
+# private helpers (_etcd, _inotify, _notify) and config, log, state, problems and views sit
+# beside them.
+LAYERS = {"cli": 3, "__main__": 3, "daemon": 2, "reconcile": 2, "reports": 2}
 CORE = 0
 EDGE = 1
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from hostsyncd import metrics
-from hostsyncd import reconcile as reconcile_module
+from hostsyncd import reports as reports_module
 from hostsyncd.config import Config, ConfigError, load
 from hostsyncd.core.graph import plan_all
 from hostsyncd.core.observed import ObservedState
@@ -204,9 +204,9 @@ def test_problem_counts_are_by_kind_never_by_name() -> None:
 
 
 def test_every_per_container_problem_subject_has_a_kind() -> None:
-    # The reconciler's per-container subjects, less the routine one, are each a kind of
+    # The per-container subjects, less the routine one, are each a kind of
     # their own: one added there without a kind here would be counted as "other".
-    subjects = set(reconcile_module._SUBJECTS) - {"waiting"}
+    subjects = set(reports_module._SUBJECTS) - {"waiting"}
     assert subjects <= PROBLEM_KINDS
 
 

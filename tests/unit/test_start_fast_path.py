@@ -17,13 +17,14 @@ from hostsyncd.config import Config
 from hostsyncd.core.model import Container, Endpoint
 from hostsyncd.fastpath import (
     FIRST_BACKOFF,
+    FORGED_GRACE,
     MAX_BACKOFF,
     PROBE_DELAYS,
     EarlyStart,
     ForgedEntry,
     StartFastPath,
 )
-from hostsyncd.reconcile import FORGED_GRACE, Reconciler
+from hostsyncd.reconcile import Reconciler
 from hostsyncd.watcher import Drift
 from hostsyncd.writer import HostsWriter
 
@@ -300,3 +301,17 @@ def test_a_container_fighting_us_is_written_by_the_loops_backoff_not_the_fast_pa
     assert w.rec.reconcile().written == 1
     assert b"10.0.0.9\tdb\n" in web.read_bytes()
     assert w.rec.queue.fighting(cid("web"))
+
+
+def test_suspects_keep_one_entry_per_target_until_its_grace_ends_or_it_goes() -> None:
+    suspects = fastpath.Suspects()
+    first = ForgedEntry(cid("db"), "db", "6.6.6.6", ())
+    suspects.add(first, 10.0)
+    suspects.add(ForgedEntry(cid("db"), "db", "7.7.7.7", ()), 10.5)  # the first one stands
+    suspects.add(ForgedEntry(cid("mq"), "mq", "8.8.8.8", ()), 10.2)
+    assert suspects.next_due() == 10.0 + FORGED_GRACE
+    assert suspects.take_due(10.0 + FORGED_GRACE - 0.01) == []
+    assert suspects.take_due(10.0 + FORGED_GRACE) == [first]
+    assert suspects.take_due(10.0 + FORGED_GRACE) == []  # said once: no longer kept
+    suspects.forget({cid("db"): None})  # mq was removed: what was kept about it goes
+    assert not suspects and suspects.next_due() is None
