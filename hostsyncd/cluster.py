@@ -40,7 +40,7 @@ from hostsyncd._etcd import (
     unb64,
 )
 from hostsyncd.config import ClusterConfig
-from hostsyncd.core.graph import RemoteIndex
+from hostsyncd.core.graph import RemoteIndex, Snapshot
 from hostsyncd.core.links import is_docker_name
 from hostsyncd.core.model import Container
 from hostsyncd.core.persistent import PersistentMap
@@ -49,6 +49,7 @@ from hostsyncd.core.records import (
     nodes_prefix,
     owner_key,
     parse_record,
+    published,
     record_key,
 )
 
@@ -278,6 +279,7 @@ class Cluster:
         self._lock = threading.Condition()
         self._desired: dict[str, bytes] = {}
         self._desired_version = 0
+        self._published_from: Snapshot | None = None
         self._view = RemoteView(config.prefix, config.node, config.max_records_per_node)
         self._said: set[str] = set()  # caps already reported
         self._owner = owner_key(config.prefix, config.node)
@@ -311,6 +313,19 @@ class Cluster:
         return self._loaded.wait(timeout)
 
     # -- what the daemon reads and says ---------------------------------------------------
+
+    def publish_from(self, snapshot: Snapshot) -> dict[str, str] | None:
+        """Publish this node's records as the snapshot gives them. Returns why labelled
+        containers are not published (by id), or None if this snapshot already was: passes
+        on file writes alone see the same snapshot, with nothing to encode again."""
+        if snapshot is self._published_from:
+            return None
+        self._published_from = snapshot
+        cfg = self.config
+        records, problems = published(snapshot, cfg.publish_label, cfg.node,
+                                      cfg.advertise_network)
+        self.publish(records)
+        return problems
 
     def publish(self, records: dict[str, bytes]) -> None:
         """This node's records from now on (by container name); written in the background."""

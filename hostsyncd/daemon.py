@@ -36,7 +36,7 @@ from hostsyncd.engine import (
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath
 from hostsyncd.metrics import Readings, TextfileWriter, link_states
 from hostsyncd.problems import ProblemLog
-from hostsyncd.reconcile import Reconciler, ToList
+from hostsyncd.reconcile import HostsPaths, Reconciler, ToList
 from hostsyncd.watcher import Drift, HostsWatcher
 from hostsyncd.writer import HostsWriter
 
@@ -168,7 +168,7 @@ class Daemon:
         cfg = self.config.cluster
         self.cluster = Cluster(cfg, lambda: self.hints.put(Signal.CLUSTER), self.log)
         self._remote_version = -1  # a new cluster's versions say nothing about the last's
-        self.reconciler.publisher = self.cluster.publish
+        self.reconciler.publisher = self.cluster.publish_from
         self.reconciler.take_remote(cfg.node, ())
         self.log.info("cluster enabled", node=cfg.node, endpoints=cfg.endpoints,
                       prefix=cfg.prefix)
@@ -513,8 +513,9 @@ def build_reconciler(config: Config, log: Any, problems: ProblemLog | None = Non
     engine = Engine(config.docker.url, config.docker.api_timeout)
     writer = HostsWriter(config.docker.containers_root, config.sync.max_hosts_bytes,
                          roots=config.docker.write_roots)
-    reconciler = Reconciler(config, engine, writer, log, problems=problems)
-    writer.locate = reconciler.hosts_path
+    paths = HostsPaths(engine, config.docker.containers_root)
+    writer.locate = paths.locate
+    reconciler = Reconciler(config, engine, writer, log, problems=problems, paths=paths)
     return reconciler, engine, writer
 
 

@@ -8,7 +8,8 @@ rewriting its own file therefore never costs a pass, and one that keeps doing it
 off on its own (core/workqueue.py: one queue of hosts files, rate-limited per file).
 
 What is said about a decision or a write is worded in reports.py, from the reasons the
-core returned and the writer's results.
+core returned and the writer's results. HostsPaths is the writer's locator: where each
+container's hosts file is.
 
 Imports: config, core, engine, fastpath, problems, reports, state, stats, watcher, writer.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hostsyncd.config import Config
@@ -26,7 +28,6 @@ from hostsyncd.core.model import Container
 from hostsyncd.core.observed import ObservedState
 from hostsyncd.core.reconcile import Kept, Result, file_block, transform
 from hostsyncd.core.reconcile import reconcile as decide
-from hostsyncd.core.records import published
 from hostsyncd.core.workqueue import Retry, WorkQueue
 from hostsyncd.engine import Engine, EngineEvent, EngineUnavailable
 from hostsyncd.fastpath import EarlyStart, ForgedEntry, StartFastPath, Suspects, Waiting
@@ -64,6 +65,58 @@ class ToList:
         return self.everyone or bool(self.ids)
 
 
+class HostsPaths:
+    """The writer's `locate`: where each container's hosts file is. Docker's is always
+    `<containers_root>/<id>/hosts` (no API call); Podman's is what its inspect says, asked
+    once per container (it stays put across restarts, measured) and forgotten with it."""
+
+    def __init__(self, engine: Engine, containers_root: Path) -> None:
+        self.engine = engine
+        self.containers_root = containers_root
+        self.podman = False  # what the engine was at the last list
+        self._found: dict[str, str] = {}
+
+    def engine_is(self, podman: bool) -> None:
+        """Told on the loop's thread, at each list: locate() runs on the fast path's thread
+        too, and must know the engine without a call (the engine is not thread-safe)."""
+        if podman != self.podman:
+            self._found.clear()  # another engine at the URL
+            self.podman = podman
+
+    def locate(self, container_id: str) -> str:
+        if not self.podman:
+            return str(self.containers_root / container_id / "hosts")
+        found = self._found.get(container_id)
+        if found is None:
+            try:
+                located = self.engine.hosts_path(container_id)
+            except EngineUnavailable as exc:
+                raise HostsFileError(container_id, f"cannot ask the engine where the hosts "
+                                     f"file is: {exc}") from None
+            if located is None:
+                raise HostsFileGone(container_id, "engine gives no hosts file")
+            path, mode = located
+            # A sharer's HostsPath is the other container's file (measured): Podman's list
+            # gives no NetworkMode, so the core cannot merge the two files' plans, and two
+            # blocks written to one file would undo each other. Refused instead.
+            found = _SHARED if mode.startswith("container:") else path
+            self._found[container_id] = found
+        if found == _SHARED:
+            raise HostsFileError(
+                container_id, "shares another container's network and hosts file "
+                "(--network container:...), which Podman's list does not say; not written: "
+                "declare the links on that container", kind=WriteFailure.REFUSED)
+        return found
+
+    def forget(self, present: Mapping[str, object]) -> None:
+        """Only the containers in `present` (by id) stay cached."""
+        for gone in [cid for cid in self._found if cid not in present]:
+            del self._found[gone]
+
+    def __contains__(self, container_id: str) -> bool:
+        return container_id in self._found
+
+
 class Reconciler:
     def __init__(
         self,
@@ -74,6 +127,7 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         watch: Callable[[set[str]], None] = lambda _: None,
         problems: ProblemLog | None = None,
+        paths: HostsPaths | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -104,17 +158,15 @@ class Reconciler:
         # Keep mode: per dependent, per alias, the lines the engine last gave.
         self.kept: dict[str, Kept] = {}
         self.fastpath: StartFastPath | None = None
-        # The cluster's publish hook, when the cluster is on: this node's records by name.
-        self.publisher: Callable[[dict[str, bytes]], None] | None = None
-        self._unpublishable: set[str] = set()
+        # The cluster's publish hook, when the cluster is on (Cluster.publish_from).
+        self.publisher: Callable[[Snapshot], Mapping[str, str] | None] | None = None
         # Stopped targets whose healthcheck the engine was asked about (see
         # _learn_healthchecks); forgotten with the container.
         self._health_asked: set[str] = set()
-        self._published_from: Snapshot | None = None
-        # Podman: each container's HostsPath, asked once (it stays put across restarts,
-        # measured) and forgotten with the container.
-        self._hosts_paths: dict[str, str] = {}
-        self.podman = False  # what the engine was at the last list
+        # Where each hosts file is: learns the engine's kind at each list, and forgets
+        # with the container (the writer's `locate`, when the daemon wires it).
+        self.paths = paths if paths is not None else \
+            HostsPaths(engine, config.docker.containers_root)
 
     @property
     def last_write(self) -> Mapping[str, LastWrite]:
@@ -146,42 +198,11 @@ class Reconciler:
         apply_events), of the containers the events named alone: an event then costs what
         it names, not a comparison of the fleet. Everyone without it (the resync), when the
         events say so, and on Podman (its compat API's filters are not Docker's)."""
-        # Asked here, on the loop's thread: hosts_path() runs on the fast path's thread too,
-        # and must know the engine without a call (the engine is not thread-safe).
         podman = bool(self.engine.podman)
-        if podman != self.podman:
-            self._hosts_paths.clear()  # another engine at the URL
-            self.podman = podman
+        self.paths.engine_is(podman)
         only = None if asked is None or asked.everyone or podman else asked.ids
         self.observed.listed(self.engine.list_containers(only), self.clock(), only)
         self.log.debug("containers listed", asked="all" if only is None else len(only))
-
-    def hosts_path(self, container_id: str) -> str:
-        """The writer's `locate`: where the container's hosts file is. Docker's is always
-        `<containers_root>/<id>/hosts` (no API call); Podman's is what its inspect says."""
-        if not self.podman:
-            return str(self.config.docker.containers_root / container_id / "hosts")
-        found = self._hosts_paths.get(container_id)
-        if found is None:
-            try:
-                located = self.engine.hosts_path(container_id)
-            except EngineUnavailable as exc:
-                raise HostsFileError(container_id, f"cannot ask the engine where the hosts "
-                                     f"file is: {exc}") from None
-            if located is None:
-                raise HostsFileGone(container_id, "engine gives no hosts file")
-            path, mode = located
-            # A sharer's HostsPath is the other container's file (measured): Podman's list
-            # gives no NetworkMode, so the core cannot merge the two files' plans, and two
-            # blocks written to one file would undo each other. Refused instead.
-            found = _SHARED if mode.startswith("container:") else path
-            self._hosts_paths[container_id] = found
-        if found == _SHARED:
-            raise HostsFileError(
-                container_id, "shares another container's network and hosts file "
-                "(--network container:...), which Podman's list does not say; not written: "
-                "declare the links on that container", kind=WriteFailure.REFUSED)
-        return found
 
     def apply_events(self, events: Iterable[EngineEvent]) -> tuple[ToList, bool]:
         """Fold events into the observed state. Returns (what a list call must ask about
@@ -323,7 +344,10 @@ class Reconciler:
         started = self.clock()
         snapshot = self.observed.snapshot()
         if self.publisher is not None:
-            self._publish(snapshot)  # first: another host is waiting for it
+            # First: another host is waiting for it.
+            unpublishable = self.publisher(snapshot)
+            if unpublishable is not None:
+                self.reports.unpublishable(snapshot, unpublishable)
         keep = self.config.links.on_target_stop == "keep"
         links = self.config.links
         decided = decide(snapshot, self._applied, links.label, keep, self.kept, links.health,
@@ -446,10 +470,10 @@ class Reconciler:
         self._suspects.forget(snapshot.by_id)
         self.reports.forget(snapshot.by_id)
         self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
-        for store in (self.kept, self._hosts_paths):
-            # Not `store.keys() - by_id.keys()`: that walks the whole fleet on every pass.
-            for gone in [cid for cid in store if cid not in snapshot.by_id]:
-                del store[gone]
+        self.paths.forget(snapshot.by_id)
+        # Not `kept.keys() - by_id.keys()`: that walks the whole fleet on every pass.
+        for gone in [cid for cid in self.kept if cid not in snapshot.by_id]:
+            del self.kept[gone]
 
     def _transform_for(
         self, started: list[DependentPlan]
@@ -465,23 +489,6 @@ class Reconciler:
         found = FilePlan(fid, tuple(plans), current.owner_name if current else fid[:12])
         block = file_block(found, self.config.links.on_target_stop == "keep", self.kept)
         return found, transform(block, self.writer.max_bytes, [], self._applied.get(fid, b""))
-
-    def _publish(self, snapshot: Snapshot) -> None:
-        assert self.publisher is not None
-        if snapshot is self._published_from:
-            return  # passes on file writes alone see the same snapshot: nothing to re-encode
-        self._published_from = snapshot
-        cluster = self.config.cluster
-        records, problems = published(snapshot, cluster.publish_label, cluster.node,
-                                      cluster.advertise_network)
-        self.publisher(records)
-        for cid in self._unpublishable - problems.keys():
-            self.problems.set(f"{cid}/publish", {})
-        for cid, message in problems.items():
-            container = snapshot.by_id[cid]
-            self.problems.set(f"{cid}/publish", {"publish": message},
-                              container_name=container.name, container_id=cid)
-        self._unpublishable = set(problems)
 
     def _write(
         self, plan: FilePlan, reports: list[Callable[[], None]], drifted: bool,

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from hostsyncd.core.graph import FilePlan
+from hostsyncd.core.graph import FilePlan, Snapshot
 from hostsyncd.core.hostsblock import changes, untidy
 from hostsyncd.core.reconcile import Result
 from hostsyncd.core.workqueue import Retry
@@ -37,6 +37,8 @@ class Reports:
         self.last_write: dict[str, LastWrite] = {}
         # The files whose conflicts were said, so that a conflict gone is said gone.
         self._conflicted: set[str] = set()
+        # The containers whose publish label was said to be unpublishable, likewise.
+        self._unpublishable: set[str] = set()
 
     def decided(self, decided: Result) -> None:
         """The core's reasons for the dependents it planned again: each said once, until
@@ -112,6 +114,16 @@ class Reports:
 
     def calmed(self, plan: FilePlan) -> None:
         self.problems.clear(f"{plan.owner}/fight", "fight", **file_fields(plan))
+
+    def unpublishable(self, snapshot: Snapshot, problems: Mapping[str, str]) -> None:
+        """Why labelled containers are not published to the cluster (by id), as
+        `Cluster.publish_from` found it."""
+        for cid in self._unpublishable - problems.keys():
+            self.problems.set(f"{cid}/publish", {})
+        for cid, message in problems.items():
+            self.problems.set(f"{cid}/publish", {"publish": message},
+                              container_name=snapshot.by_id[cid].name, container_id=cid)
+        self._unpublishable = set(problems)
 
     def forged(self, found: ForgedEntry) -> None:
         self.problems.add(

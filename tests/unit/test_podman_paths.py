@@ -44,7 +44,7 @@ def _world(tmp_path: Path, roots: list[Path]) -> tuple[Reconciler, PodmanEngine,
     engine = PodmanEngine([db, web], runroot)
     writer = HostsWriter(tmp_path / "unused", roots=roots or [runroot])
     rec = Reconciler(Config(), engine, writer, NullLog())  # type: ignore[arg-type]
-    writer.locate = rec.hosts_path
+    writer.locate = rec.paths.locate
     return rec, engine, runroot / "vfs-containers" / web.id / "userdata" / "hosts"
 
 
@@ -61,7 +61,7 @@ def test_writes_the_hosts_path_and_asks_once_per_container(tmp_path: Path) -> No
     engine.containers = engine.containers[:1]
     rec.refresh()
     rec.reconcile(verify_all=True)
-    assert web not in rec._hosts_paths
+    assert web not in rec.paths
 
 
 def test_a_hosts_path_outside_the_roots_is_refused_and_said(tmp_path: Path) -> None:
