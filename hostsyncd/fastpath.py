@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from hostsyncd.core.graph import (
@@ -138,10 +138,13 @@ class Suspects:
             del self._due[found.target_id]
         return ripe
 
-    def forget(self, present: Mapping[str, object]) -> None:
-        """Only the targets in `present` (by id) stay suspects."""
-        for gone in [tid for tid in self._due if tid not in present]:
-            del self._due[gone]
+    def forget(self, gone: Iterable[str]) -> None:
+        for tid in gone:
+            self._due.pop(tid, None)
+
+    def __iter__(self) -> Iterator[str]:
+        """The targets suspected."""
+        return iter(self._due)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ Imports: config, core, engine, fastpath, problems, reports, state, stats, watche
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,13 +108,13 @@ class HostsPaths:
                 "declare the links on that container", kind=WriteFailure.REFUSED)
         return found
 
-    def forget(self, present: Mapping[str, object]) -> None:
-        """Only the containers in `present` (by id) stay cached."""
-        for gone in [cid for cid in self._found if cid not in present]:
-            del self._found[gone]
+    def forget(self, gone: Iterable[str]) -> None:
+        for cid in gone:
+            self._found.pop(cid, None)
 
-    def __contains__(self, container_id: str) -> bool:
-        return container_id in self._found
+    def __iter__(self) -> Iterator[str]:
+        """The containers whose path is cached."""
+        return iter(list(self._found))  # a copy: the fast path's thread may add one
 
 
 class Reconciler:
@@ -350,19 +350,25 @@ class Reconciler:
                 self.reports.unpublishable(snapshot, unpublishable)
         keep = self.config.links.on_target_stop == "keep"
         links = self.config.links
+        changed = self.observed.take_changes()
         decided = decide(snapshot, self._applied, links.label, keep, self.kept, links.health,
-                         previous=None if verify_all else self._decided,
-                         changed=self.observed.take_changes(), domain=links.domain,
+                         previous=None if verify_all else self._decided, changed=changed,
+                         domain=links.domain,
                          remote_changed=self.observed.take_remote_changes())
+        replanned = decided.replanned
         if self._learn_healthchecks(decided.waiting):
             # Rare (once per such target): the fast path must know it starts as STARTING.
             snapshot = self.observed.snapshot()
+            more = self.observed.take_changes()
             decided = decide(snapshot, self._applied, links.label, keep, self.kept,
-                             links.health, previous=decided,
-                             changed=self.observed.take_changes(), domain=links.domain,
+                             links.health, previous=decided, changed=more,
+                             domain=links.domain,
                              remote_changed=self.observed.take_remote_changes())
+            changed = None if changed is None or more is None else changed | more
+            replanned = None if replanned is None or decided.replanned is None \
+                else replanned | decided.replanned
         self._decided = decided
-        self._forget(snapshot, decided.files)
+        self._forget(snapshot, decided.files, None if verify_all else changed, replanned)
         self.plans, self.files, self.blocks = decided.plans, decided.files, decided.blocks
         if keep:
             self.kept = dict(decided.kept)
@@ -411,7 +417,7 @@ class Reconciler:
 
     def _apply(self, chosen: list[str], now: float, since: float | None = None) -> PassResult:
         result = PassResult()
-        reports: list[Callable[[], None]] = []
+        deferred: list[Callable[[], None]] = []
         queue = self.queue
         fighting = queue.fighters()
         for cid in chosen:
@@ -421,7 +427,7 @@ class Reconciler:
                 queue.forget(cid)  # a container that reads no managed file (any more)
                 continue
             changed = self._applied.get(cid) != self.blocks.get(cid)
-            outcome = self._write(plan, reports, drifted, expect_change=changed and not drifted)
+            outcome = self._write(plan, deferred, drifted, expect_change=changed and not drifted)
             if outcome is True:
                 result.written += 1
                 # A block that was already applied and written again was put back after
@@ -430,9 +436,9 @@ class Reconciler:
                 if changed and since is not None:
                     self.stats.propagation_seconds.observe(self.clock() - since)
                 if drifted and not changed:
-                    self._count_repair(plan, now, reports)
+                    self._count_repair(plan, now, deferred)
             elif outcome is False and drifted and queue.fighting(cid):
-                self._calmed(plan, reports)  # found as we left it: calm again
+                self._calmed(plan, deferred)  # found as we left it: calm again
             elif outcome is None and not queue.queued(cid) and not queue.fighting(cid):
                 result.failed.append(cid)
                 queue.retry(cid, now, Retry.FAILED, first=self.config.sync.retry_interval)
@@ -447,7 +453,7 @@ class Reconciler:
                 self.fastpath.back_off(queue.fighters())
         # Logged after all the writes: with many dependents of one target, the last file
         # must not wait for the log lines of all the others.
-        for report in reports:
+        for report in deferred:
             report()
         return result
 
@@ -460,20 +466,33 @@ class Reconciler:
         if fid in self.files:
             self.queue.add(fid, due)
 
-    def _forget(self, snapshot: Snapshot, files: Mapping[str, FilePlan]) -> None:
+    def _forget(self, snapshot: Snapshot, files: Mapping[str, FilePlan],
+                changed: Iterable[str] | None, replanned: Iterable[str] | None) -> None:
         """Drop what was kept about files no dependent reads any more, and about containers
-        that went: everything kept per container goes with it."""
-        for stopped in self.files.keys() - files.keys():
-            self._applied.pop(stopped, None)
-            self.queue.forget(stopped)
-            self.writer.forget(stopped)
-        self._suspects.forget(snapshot.by_id)
-        self.reports.forget(snapshot.by_id)
-        self._health_asked = {cid for cid in self._health_asked if cid in snapshot.by_id}
-        self.paths.forget(snapshot.by_id)
-        # Not `kept.keys() - by_id.keys()`: that walks the whole fleet on every pass.
-        for gone in [cid for cid in self.kept if cid not in snapshot.by_id]:
-            del self.kept[gone]
+        that went: everything kept per container goes with it. An event's pass looks only
+        at what it changed: the containers that changed (a removed one is among them), and
+        the files of the dependents it planned again (only theirs can lose their last
+        reader). A full pass, or one whose changes are not known, sweeps every store: that
+        also catches what a fast-path report kept about a container removed meanwhile."""
+        if replanned is None:
+            dropped = self.files.keys() - files.keys()
+        else:
+            dropped = {fid for cid in replanned if (old := self.plans.get(cid)) is not None
+                       and (fid := old.hosts_file) in self.files and fid not in files}
+        for fid in dropped:
+            self._applied.pop(fid, None)
+            self.queue.forget(fid)
+            self.writer.forget(fid)
+        held = changed if changed is not None else {
+            *self.kept, *self._health_asked, *self._suspects, *self.paths,
+            *self.reports.held()}
+        gone = [cid for cid in held if cid not in snapshot.by_id]
+        for cid in gone:
+            self.kept.pop(cid, None)
+            self._health_asked.discard(cid)
+        self._suspects.forget(gone)
+        self.reports.forget(gone)
+        self.paths.forget(gone)
 
     def _transform_for(
         self, started: list[DependentPlan]
@@ -491,13 +510,13 @@ class Reconciler:
         return found, transform(block, self.writer.max_bytes, [], self._applied.get(fid, b""))
 
     def _write(
-        self, plan: FilePlan, reports: list[Callable[[], None]], drifted: bool,
+        self, plan: FilePlan, deferred: list[Callable[[], None]], drifted: bool,
         expect_change: bool,
     ) -> bool | None:
         """True if written, False if already right (or not there), None if it failed or
         someone else was writing the file at the same moment (raced: not known to be
         right; queued again in a moment). What is to be logged about it is appended to
-        `reports`."""
+        `deferred`."""
         fid = plan.owner
         block = self.blocks.get(fid, b"")
         overflow: list[int] = []
@@ -513,10 +532,10 @@ class Reconciler:
         except HostsFileError as exc:
             self.stats.write_errors[exc.kind] += 1
             reason = exc.reason
-            reports.append(lambda: self.reports.write_failed(plan, reason))
+            deferred.append(lambda: self.reports.write_failed(plan, reason))
             return None
         self.queue.done(fid, Retry.FAILED)
-        reports.append(lambda: self.reports.written(plan, result, overflow,
+        deferred.append(lambda: self.reports.written(plan, result, overflow,
                                                     self.writer.max_bytes))
         if result.raced and not fighting:
             # Docker (or someone) was rewriting the file at the same moment: look again
@@ -533,13 +552,13 @@ class Reconciler:
     # -- a container fighting us --------------------------------------------------------
 
     def _count_repair(self, plan: FilePlan, now: float,
-                      reports: list[Callable[[], None]]) -> None:
+                      deferred: list[Callable[[], None]]) -> None:
         """Our block was put back after someone else's write. Often: a fight (the queue
         backs its repairs off from now on)."""
         if self.queue.repaired(plan.owner, now):
-            reports.append(lambda: self.reports.fight(plan))
+            deferred.append(lambda: self.reports.fight(plan))
 
-    def _calmed(self, plan: FilePlan, reports: list[Callable[[], None]]) -> None:
+    def _calmed(self, plan: FilePlan, deferred: list[Callable[[], None]]) -> None:
         """A backed-off dependent's file was found as we left it: it stopped fighting."""
         self.queue.done(plan.owner, Retry.FIGHT)
-        reports.append(lambda: self.reports.calmed(plan))
+        deferred.append(lambda: self.reports.calmed(plan))

@@ -13,7 +13,7 @@ Imports: core, fastpath, problems, state, writer.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hostsyncd.core.graph import FilePlan, Snapshot
@@ -134,16 +134,17 @@ class Reports:
             shared_with=list(found.shared_with),
         )
 
-    def forget(self, present: Mapping[str, object]) -> None:
-        """Drop what was said and kept about containers not in `present` (by id): only a
-        removed container forgets, so a restart does not repeat the same warnings."""
-        # Not `keys() - present`: that walks the whole fleet on every pass.
-        for gone in [cid for cid in self.last_write if cid not in present]:
-            del self.last_write[gone]
-        for cid in self.problems.subjects():
-            if cid not in present:
-                for kind in _SUBJECTS:
-                    self.problems.forget(f"{cid}/{kind}")
+    def held(self) -> set[str]:
+        """The containers something is said or kept about."""
+        return self.last_write.keys() | self.problems.subjects()
+
+    def forget(self, gone: Iterable[str]) -> None:
+        """Drop what was said and kept about these removed containers. Only a removal
+        forgets: a restart must not repeat the same warnings."""
+        for cid in gone:
+            self.last_write.pop(cid, None)
+            for kind in _SUBJECTS:
+                self.problems.forget(f"{cid}/{kind}")
 
 
 def file_fields(plan: FilePlan) -> dict[str, Any]:

@@ -313,5 +313,6 @@ def test_suspects_keep_one_entry_per_target_until_its_grace_ends_or_it_goes() ->
     assert suspects.take_due(10.0 + FORGED_GRACE - 0.01) == []
     assert suspects.take_due(10.0 + FORGED_GRACE) == [first]
     assert suspects.take_due(10.0 + FORGED_GRACE) == []  # said once: no longer kept
-    suspects.forget({cid("db"): None})  # mq was removed: what was kept about it goes
+    assert list(suspects) == [cid("mq")]
+    suspects.forget([cid("mq")])  # mq was removed: what was kept about it goes
     assert not suspects and suspects.next_due() is None
